@@ -1,0 +1,104 @@
+// Package events is the call event and outcome model that invokeari publishes, and the
+// durable publishing of it to NATS JetStream.
+package events
+
+import "time"
+
+// Outcome is a call's terminal result (SPEC §4). The empty Outcome means "not final yet".
+type Outcome string
+
+// The outcome vocabulary, strongest evidence first where it matters.
+const (
+	Answered      Outcome = "answered" // reply-time value for wait=answer once Up; never final in `ended`
+	Completed     Outcome = "completed"
+	Busy          Outcome = "busy"
+	NoAnswer      Outcome = "no_answer"
+	Rejected      Outcome = "rejected"
+	InvalidNumber Outcome = "invalid_number"
+	Unavailable   Outcome = "unavailable"
+	Congestion    Outcome = "congestion"
+	Canceled      Outcome = "canceled"
+	Failed        Outcome = "failed"
+	Unknown       Outcome = "unknown"
+)
+
+// Kind names a call event: the last segment of invokeari.calls.<id>.<kind>.
+type Kind string
+
+// The call event kinds, in the order a call can pass through them.
+const (
+	Initiated    Kind = "initiated"
+	Ringing      Kind = "ringing"
+	Progress     Kind = "progress"
+	KindAnswered Kind = "answered"
+	Ended        Kind = "ended"
+)
+
+// State is where a call is now.
+type State string
+
+// Call states. A call only moves forward through them.
+const (
+	StateDialing  State = "dialing"
+	StateRinging  State = "ringing"
+	StateProgress State = "progress"
+	StateAnswered State = "answered"
+	StateEnded    State = "ended"
+)
+
+// Call is the call record: the `call` object of a reply and the payload of `ended`.
+// Raw evidence (cause, sip code, dialstatus) is carried beside the outcome.
+type Call struct {
+	ID         string     `json:"id"`
+	Server     string     `json:"server"`
+	Channel    string     `json:"channel"` // ARI channel name, e.g. PJSIP/6001-00000001
+	State      State      `json:"state"`
+	Outcome    Outcome    `json:"outcome,omitempty"`
+	Reason     string     `json:"reason,omitempty"` // why the outcome was decided (always set for unknown)
+	Cause      int        `json:"cause"`
+	CauseTxt   string     `json:"cause_txt"`
+	SIPCode    int        `json:"sip_code"`
+	DialStatus string     `json:"dialstatus"`
+	CreatedAt  time.Time  `json:"created_at"`
+	RingingAt  *time.Time `json:"ringing_at"`
+	AnsweredAt *time.Time `json:"answered_at"`
+	EndedAt    *time.Time `json:"ended_at"`
+	RingMS     *int64     `json:"ring_ms"`
+	DurationMS *int64     `json:"duration_ms"`
+}
+
+// Request is what was asked for, without secrets (no aripass, no API key).
+type Request struct {
+	Destination string            `json:"d"`
+	Context     string            `json:"c"`
+	Extension   string            `json:"e"`
+	TimeoutSec  int               `json:"t"`
+	CallerID    string            `json:"i,omitempty"`
+	Variables   map[string]string `json:"v,omitempty"`
+	Server      string            `json:"ari,omitempty"` // configured server name
+	Wait        string            `json:"wait"`
+	Door        string            `json:"door,omitempty"` // http or nats
+}
+
+// Event is published on invokeari.calls.<id>.<event> (SPEC §3).
+type Event struct {
+	ID         string    `json:"id"`
+	Seq        uint64    `json:"seq"`
+	Event      Kind      `json:"event"`
+	Time       time.Time `json:"time"`
+	Server     string    `json:"server"`
+	Channel    string    `json:"channel"`
+	State      State     `json:"state"`
+	Outcome    Outcome   `json:"outcome,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
+	Cause      int       `json:"cause"`
+	CauseTxt   string    `json:"cause_txt"`
+	SIPCode    int       `json:"sip_code"`
+	DialStatus string    `json:"dialstatus"`
+	RingMS     *int64    `json:"ring_ms"`
+	DurationMS *int64    `json:"duration_ms"`
+	Request    *Request  `json:"request,omitempty"`
+	Key        string    `json:"key,omitempty"` // API key name, never the key
+	// Call is the complete call record; always set on `ended`.
+	Call *Call `json:"call,omitempty"`
+}

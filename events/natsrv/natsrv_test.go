@@ -1,0 +1,110 @@
+package natsrv
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func TestParseListen(t *testing.T) {
+	tests := []struct {
+		listen   string
+		wantHost string
+		wantPort int
+		wantErr  bool
+	}{
+		{"127.0.0.1:4222", "127.0.0.1", 4222, false},
+		{"127.0.0.1:0", "127.0.0.1", -1, false},
+		{"127.0.0.1:-1", "127.0.0.1", -1, false},
+		{":4222", "127.0.0.1", 4222, false},
+		{"127.0.0.1", "", 0, true},
+		{"127.0.0.1:x", "", 0, true},
+		{"127.0.0.1:70000", "", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.listen, func(t *testing.T) {
+			host, port, err := parseListen(tt.listen)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("parseListen(%q) err = %v, want error %v", tt.listen, err, tt.wantErr)
+			}
+			if host != tt.wantHost || port != tt.wantPort {
+				t.Errorf("parseListen(%q) = %q, %d; want %q, %d", tt.listen, host, port, tt.wantHost, tt.wantPort)
+			}
+		})
+	}
+}
+
+func start(t *testing.T, listen string) *Embedded {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	e, err := Start(ctx, Config{Listen: listen, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("Start(%q): %v", listen, err)
+	}
+	t.Cleanup(e.Shutdown)
+	return e
+}
+
+func TestStartJetStreamWorks(t *testing.T) {
+	for _, listen := range []string{"127.0.0.1:-1", "127.0.0.1:0"} {
+		t.Run(listen, func(t *testing.T) {
+			e := start(t, listen)
+			if !strings.HasPrefix(e.ClientURL(), "nats://127.0.0.1:") || strings.HasSuffix(e.ClientURL(), ":4222") {
+				t.Fatalf("ClientURL() = %q, want a random 127.0.0.1 port", e.ClientURL())
+			}
+			nc, err := nats.Connect(e.ClientURL())
+			if err != nil {
+				t.Fatalf("connect: %v", err)
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, Storage: jetstream.FileStorage}); err != nil {
+				t.Fatalf("create stream: %v", err)
+			}
+			ack, err := js.Publish(ctx, "t.1", []byte("hello"))
+			if err != nil {
+				t.Fatalf("publish: %v", err)
+			}
+			if got, want := ack.Sequence, uint64(1); got != want {
+				t.Errorf("ack sequence = %d, want %d", got, want)
+			}
+		})
+	}
+}
+
+func TestShutdownTwice(t *testing.T) {
+	e := start(t, "127.0.0.1:-1")
+	url := e.ClientURL()
+	e.Shutdown()
+	e.Shutdown()
+	if nc, err := nats.Connect(url, nats.Timeout(time.Second)); err == nil {
+		nc.Close()
+		t.Fatalf("connect after Shutdown succeeded, want refused")
+	}
+}
+
+func TestStartPortInUse(t *testing.T) {
+	e := start(t, "127.0.0.1:-1")
+	port := e.ClientURL()[strings.LastIndex(e.ClientURL(), ":")+1:]
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	begin := time.Now()
+	e2, err := Start(ctx, Config{Listen: "127.0.0.1:" + port, StoreDir: t.TempDir()})
+	if err == nil {
+		e2.Shutdown()
+		t.Fatalf("Start on a port in use succeeded, want error")
+	}
+	if took := time.Since(begin); took > 3*time.Second {
+		t.Errorf("Start on a port in use took %s, want a prompt error", took)
+	}
+}

@@ -33,6 +33,9 @@ type Request struct {
 	Wait      Wait
 	Key       string // API key name (not the key)
 	Door      string // "http" or "nats"
+	// Release, when set, is called exactly once: when the call has ended, or when it was
+	// refused before anything reached Asterisk. Front doors use it to free admission slots.
+	Release func() `json:"-"`
 }
 
 // EventRequest is the request as carried in published events (no secrets).

@@ -1,0 +1,701 @@
+package stasisapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/invokeari/invokeari/events"
+	"github.com/invokeari/invokeari/stasisapp/ari"
+)
+
+// Asterisk is what the App needs from one Asterisk's ARI (*ari.Client implements it).
+type Asterisk interface {
+	Originate(ctx context.Context, p ari.OriginateParams) (ari.Channel, error)
+	Continue(ctx context.Context, channelID, context, extension string, priority int) error
+	Hangup(ctx context.Context, channelID, reason string) error
+	GetChannel(ctx context.Context, channelID string) (ari.Channel, error)
+	GetEndpoint(ctx context.Context, tech, resource string) (ari.Endpoint, error)
+	AsteriskInfo(ctx context.Context) (ari.AsteriskInfo, error)
+	// Run reads the app's event stream until ctx ends, reconnecting as needed.
+	Run(ctx context.Context, h ari.Handler) error
+}
+
+var _ Asterisk = (*ari.Client)(nil)
+
+// Publisher receives every call event, in order per call. Publish may block (back-pressure)
+// but never drops; Accepting is false when new calls should be refused.
+type Publisher interface {
+	Publish(ctx context.Context, ev events.Event) error
+	Accepting() bool
+}
+
+// Store keeps calls on record across daemon restarts (*events.CallStore implements it).
+type Store interface {
+	Save(ctx context.Context, c events.StoredCall) error
+	Load(ctx context.Context, server, app string) ([]events.StoredCall, error)
+	// LastEvent is the last event of the call stored in the event stream.
+	LastEvent(ctx context.Context, id string) (ev events.Event, found bool, err error)
+}
+
+var _ Store = (*events.CallStore)(nil)
+
+// Server is one configured Asterisk.
+type Server struct {
+	Name    string
+	AppName string // our Stasis application name on that Asterisk
+	ARI     Asterisk
+}
+
+// Config configures an App.
+type Config struct {
+	Servers   []Server
+	Publisher Publisher
+	// Store, when set, records every call before it is dialled so a restarted daemon
+	// resumes it (and keeps honouring its idempotency key).
+	Store  Store
+	Logger *slog.Logger
+	// WaitMargin is added to the ring timeout for wait=answer (default 5s).
+	WaitMargin time.Duration
+	// MaxCallDuration bounds wait=end after answer (default 1h).
+	MaxCallDuration time.Duration
+	// Retention is how long a finished call's id is remembered for idempotency (default 15m).
+	Retention time.Duration
+	// ReconcileGrace is how long past its ring timeout an unanswered call may stay without
+	// a ChannelDestroyed before the App asks Asterisk about it (default 15s).
+	ReconcileGrace time.Duration
+	// Hooks observe the App for metrics; all optional.
+	Hooks Hooks
+}
+
+// Hooks are optional observers (metrics).
+type Hooks struct {
+	// Ended is called once per call with its final record.
+	Ended func(req Request, rec events.Call)
+	// ARIRequest is called after each ARI REST call with its name and duration.
+	ARIRequest func(op string, d time.Duration, err error)
+	// EventLag is called for each ARI event with now − event timestamp.
+	EventLag func(d time.Duration)
+	// Reconciled counts reconciliation results after a reconnect ("alive", "gone", "restarted").
+	Reconciled func(result string)
+}
+
+// App is the Stasis application: it originates calls and follows them on every
+// configured Asterisk. It owns the table of calls; a call changes only through Call.Apply.
+type App struct {
+	cfg   Config
+	log   *slog.Logger
+	links map[string]*link
+	names []string
+
+	mu       sync.Mutex
+	active   map[string]*tracked // by call id = channel id
+	finished map[string]*tracked // ended calls kept for idempotency until expiry
+
+	draining  atomic.Bool
+	pubFailed atomic.Uint64   // events Publish refused (only when stopping hard)
+	idle      []chan struct{} // closed when active becomes empty (Drain waits on them); under mu
+	bg        sync.WaitGroup  // background REST work (continue, reconcile) started by the reader
+	runCtx    atomic.Pointer[context.Context]
+}
+
+// link is the App's view of one Asterisk.
+type link struct {
+	Server
+	connected   atomic.Bool
+	replaced    atomic.Bool
+	reason      atomic.Pointer[string]
+	startupTime atomic.Pointer[time.Time]
+}
+
+// New builds an App; it starts nothing (see Run).
+func New(cfg Config) (*App, error) {
+	if len(cfg.Servers) == 0 {
+		return nil, errors.New("stasisapp: no Asterisk server configured")
+	}
+	if cfg.Publisher == nil {
+		return nil, errors.New("stasisapp: no event publisher")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.WaitMargin <= 0 {
+		cfg.WaitMargin = 5 * time.Second
+	}
+	if cfg.MaxCallDuration <= 0 {
+		cfg.MaxCallDuration = time.Hour
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = 15 * time.Minute
+	}
+	if cfg.ReconcileGrace <= 0 {
+		cfg.ReconcileGrace = 15 * time.Second
+	}
+	a := &App{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		links:    make(map[string]*link, len(cfg.Servers)),
+		active:   make(map[string]*tracked),
+		finished: make(map[string]*tracked),
+	}
+	for _, s := range cfg.Servers {
+		if s.Name == "" || s.AppName == "" || s.ARI == nil {
+			return nil, fmt.Errorf("stasisapp: server %q: name, app name and ARI client are required", s.Name)
+		}
+		if _, dup := a.links[s.Name]; dup {
+			return nil, fmt.Errorf("stasisapp: server %q configured twice", s.Name)
+		}
+		l := &link{Server: s}
+		why := "not connected yet"
+		l.reason.Store(&why)
+		a.links[s.Name] = l
+		a.names = append(a.names, s.Name)
+	}
+	sort.Strings(a.names)
+	return a, nil
+}
+
+// Run follows every Asterisk's event stream and sweeps stale calls until ctx ends.
+func (a *App) Run(ctx context.Context) error {
+	a.runCtx.Store(&ctx)
+	if err := a.resume(ctx); err != nil {
+		return fmt.Errorf("resume calls: %w", err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(a.links)+1)
+	for _, name := range a.names {
+		l := a.links[name]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := l.ARI.Run(ctx, &linkHandler{app: a, link: l})
+			if err != nil && !errors.Is(err, context.Canceled) {
+				errs <- fmt.Errorf("asterisk %s: %w", l.Name, err)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.sweep(ctx)
+	}()
+	wg.Wait()
+	a.bg.Wait()
+	close(errs)
+	return errors.Join(collect(errs)...)
+}
+
+func collect(ch <-chan error) []error {
+	var out []error
+	for err := range ch {
+		out = append(out, err)
+	}
+	return out
+}
+
+// ctx is the App's run context for work that outlives a request (publishing, continue).
+func (a *App) ctx() context.Context {
+	if p := a.runCtx.Load(); p != nil {
+		return *p
+	}
+	return context.Background()
+}
+
+// LinkStatus is one Asterisk's readiness.
+type LinkStatus struct {
+	Name      string `json:"name"`
+	App       string `json:"app"`
+	Connected bool   `json:"connected"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+// Status reports every Asterisk link, sorted by name.
+func (a *App) Status() []LinkStatus {
+	out := make([]LinkStatus, 0, len(a.names))
+	for _, name := range a.names {
+		l := a.links[name]
+		st := LinkStatus{Name: name, App: l.AppName, Connected: l.ready()}
+		if !st.Connected {
+			st.Reason = *l.reason.Load()
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// PublishFailures counts events the publisher refused (it only refuses when stopping).
+func (a *App) PublishFailures() uint64 { return a.pubFailed.Load() }
+
+// InFlight is the number of calls not yet ended.
+func (a *App) InFlight() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.active)
+}
+
+func (l *link) ready() bool { return l.connected.Load() && !l.replaced.Load() }
+
+func (l *link) setReason(s string) { l.reason.Store(&s) }
+
+// Originate places the call described by req and waits as req.Wait says. A call once
+// registered always ends in exactly one `ended` event, whatever happens to the caller.
+func (a *App) Originate(ctx context.Context, req Request) (Result, error) {
+	res, dialled, err := a.originate(ctx, req)
+	if !dialled && req.Release != nil {
+		req.Release() // no new call was made for this request
+	}
+	return res, err
+}
+
+func (a *App) originate(ctx context.Context, req Request) (res Result, dialled bool, err error) {
+	if a.draining.Load() {
+		return Result{}, false, ErrDraining
+	}
+	l, ok := a.links[req.Server]
+	if !ok {
+		return Result{}, false, fmt.Errorf("%w: %q", ErrUnknownServer, req.Server)
+	}
+	t, existing, err := a.register(req)
+	if err != nil {
+		return Result{}, false, err
+	}
+	if existing {
+		res, err := a.await(ctx, t, req.Wait)
+		res.Replayed = true
+		return res, false, err
+	}
+	if !l.ready() {
+		a.unregister(t)
+		return Result{}, false, fmt.Errorf("%w: %s (%s)", ErrNotConnected, l.Name, *l.reason.Load())
+	}
+	if !a.cfg.Publisher.Accepting() {
+		a.unregister(t)
+		return Result{}, false, ErrBackpressure
+	}
+	if err := a.save(ctx, l, t, nil); err != nil {
+		a.unregister(t)
+		return Result{}, false, fmt.Errorf("%w: call state store: %w", ErrBackpressure, err)
+	}
+	a.dial(l, t)
+	res, err = a.await(ctx, t, req.Wait)
+	return res, true, err
+}
+
+// register claims the call id before anything is sent to Asterisk, so no early event can
+// miss its call. An id already in use returns that call (idempotent repeat) or a conflict.
+func (a *App) register(req Request) (t *tracked, existing bool, err error) {
+	fp := fingerprint(req)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if old := a.active[req.ID]; old != nil {
+		if old.fingerprint != fp {
+			return nil, false, ErrIdempotencyConflict
+		}
+		return old, true, nil
+	}
+	if old := a.finished[req.ID]; old != nil {
+		if old.fingerprint != fp {
+			return nil, false, ErrIdempotencyConflict
+		}
+		return old, true, nil
+	}
+	t = newTracked(req, fp)
+	a.active[req.ID] = t
+	return t, false, nil
+}
+
+// unregister forgets a call that was refused before anything reached Asterisk.
+func (a *App) unregister(t *tracked) {
+	a.mu.Lock()
+	delete(a.active, t.req.ID)
+	a.wakeIdleLocked()
+	a.mu.Unlock()
+}
+
+// wakeIdleLocked wakes Drain when no call is in flight; a.mu must be held.
+func (a *App) wakeIdleLocked() {
+	if len(a.active) > 0 {
+		return
+	}
+	for _, ch := range a.idle {
+		close(ch)
+	}
+	a.idle = nil
+}
+
+// waitIdle waits until no call is in flight or ctx ends; it reports whether all ended.
+func (a *App) waitIdle(ctx context.Context) bool {
+	a.mu.Lock()
+	if len(a.active) == 0 {
+		a.mu.Unlock()
+		return true
+	}
+	ch := make(chan struct{})
+	a.idle = append(a.idle, ch)
+	a.mu.Unlock()
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// dial sends POST /channels and records what ARI said.
+func (a *App) dial(l *link, t *tracked) {
+	req := t.req
+	p := ari.OriginateParams{
+		Endpoint:  req.Endpoint,
+		App:       l.AppName,
+		AppArgs:   "invokeari," + req.ID,
+		ChannelID: req.ID,
+		Timeout:   int(req.Timeout / time.Second),
+		CallerID:  req.CallerID,
+		Variables: req.Variables,
+	}
+	if isLocal(req.Endpoint) {
+		// The ;2 half of a Local channel needs an id too; '.' never appears in caller ids.
+		p.OtherChannelID = req.ID + ".2"
+	}
+	ctx, cancel := context.WithTimeout(a.ctx(), 10*time.Second)
+	defer cancel()
+	t.step("ari POST /channels", 0)
+	began := time.Now()
+	ch, err := l.ARI.Originate(ctx, p)
+	a.observeARI("originate", began, err)
+
+	if err == nil {
+		t.mu.Lock()
+		t.ariStatus, t.ariBody = 200, ch
+		t.stepLocked("ari POST /channels", 200)
+		changes := t.call.Accepted(ch, ariTime(ch.CreationTime, began))
+		a.applyLocked(t, changes)
+		t.mu.Unlock()
+		return
+	}
+
+	var ae *ari.Error
+	if errors.As(err, &ae) {
+		t.mu.Lock()
+		t.ariStatus, t.ariBody = ae.Status, ae.Body
+		t.stepLocked("ari POST /channels", ae.Status)
+		changes := t.call.OriginateFailed(ae.Status, ae.Message, time.Now())
+		t.mu.Unlock()
+		if ae.Status == 500 {
+			a.refineAllocationFailure(ctx, l, t)
+		}
+		t.mu.Lock()
+		a.applyLocked(t, changes)
+		t.mu.Unlock()
+		return
+	}
+
+	// ARI was not reached or did not answer in time. The originate may still have
+	// happened: ask for the channel before deciding.
+	t.mu.Lock()
+	t.transportErr = err.Error()
+	t.stepLocked("ari POST /channels failed: "+err.Error(), 0)
+	t.mu.Unlock()
+	cctx, ccancel := context.WithTimeout(a.ctx(), 5*time.Second)
+	defer ccancel()
+	ch, gerr := l.ARI.GetChannel(cctx, req.ID)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if gerr == nil {
+		t.stepLocked("ari GET /channels/{id}: channel exists", 200)
+		a.applyLocked(t, t.call.Accepted(ch, ariTime(ch.CreationTime, began)))
+		return
+	}
+	a.applyLocked(t, t.call.OriginateFailed(0, "ARI not reached: "+err.Error(), time.Now()))
+}
+
+// refineAllocationFailure asks the endpoint's state to tell a missing endpoint
+// (invalid_number) from an offline one (unavailable), per SPEC §4b.5.
+func (a *App) refineAllocationFailure(ctx context.Context, l *link, t *tracked) {
+	tech, resource, ok := strings.Cut(t.req.Endpoint, "/")
+	if !ok || strings.EqualFold(tech, "Local") {
+		return
+	}
+	ep, err := l.ARI.GetEndpoint(ctx, tech, resource)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var ae *ari.Error
+	switch {
+	case err == nil && strings.EqualFold(ep.State, "offline"):
+		t.call.RefineFailure(events.Unavailable, "endpoint "+t.req.Endpoint+" is offline (not registered)")
+	case errors.As(err, &ae) && ae.Status == 404:
+		t.call.RefineFailure(events.InvalidNumber, "no such endpoint "+t.req.Endpoint)
+	}
+}
+
+// await blocks until the call reaches what wait asks for, ctx ends, or the wait deadline passes.
+func (a *App) await(ctx context.Context, t *tracked, wait Wait) (Result, error) {
+	var limit time.Duration
+	switch wait {
+	case WaitAccepted:
+		limit = 15 * time.Second
+	case WaitEnd:
+		limit = t.req.Timeout + a.cfg.WaitMargin + a.cfg.MaxCallDuration
+	default:
+		limit = t.req.Timeout + a.cfg.WaitMargin
+	}
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	for {
+		t.mu.Lock()
+		done := t.satisfies(wait)
+		ch := t.changed
+		if done {
+			res := t.resultLocked()
+			t.mu.Unlock()
+			return res, nil
+		}
+		t.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return t.result(), fmt.Errorf("%w: %w", ErrWaitTimeout, ctx.Err())
+		case <-timer.C:
+			return t.result(), ErrWaitTimeout
+		}
+	}
+}
+
+// applyLocked publishes changes and wakes waiters; t.mu must be held. Publishing happens
+// under the call's lock so the per-call order of events is the order of changes.
+func (a *App) applyLocked(t *tracked, changes []Change) {
+	if len(changes) == 0 {
+		return
+	}
+	rec := t.call.Record()
+	for _, c := range changes {
+		t.seq++
+		ev := events.Event{
+			ID: rec.ID, Seq: t.seq, Event: c.Kind, Time: c.At,
+			Server: rec.Server, Channel: rec.Channel, State: rec.State,
+			Cause: rec.Cause, CauseTxt: rec.CauseTxt, SIPCode: rec.SIPCode, DialStatus: rec.DialStatus,
+			RingMS: rec.RingMS, DurationMS: rec.DurationMS,
+			Request: t.evReq, Key: t.req.Key,
+		}
+		if c.Kind == events.Ended {
+			ev.Outcome, ev.Reason = rec.Outcome, rec.Reason
+			r := rec
+			ev.Call = &r
+		}
+		if err := a.cfg.Publisher.Publish(a.ctx(), ev); err != nil {
+			// Only a stopping daemon gets here; the event stays unpublished and says so.
+			a.pubFailed.Add(1)
+			a.log.Error("publish call event", "call_id", rec.ID, "event", c.Kind, "err", err)
+		}
+		t.stepLocked(string(c.Kind), 0)
+	}
+	close(t.changed)
+	t.changed = make(chan struct{})
+	if t.call.Final() && !t.ended {
+		t.ended = true
+		a.finish(t, rec)
+	}
+}
+
+// finish moves an ended call to the idempotency table and releases its admission slot.
+func (a *App) finish(t *tracked, rec events.Call) {
+	t.expires = time.Now().Add(a.cfg.Retention)
+	a.mu.Lock()
+	delete(a.active, t.req.ID)
+	a.finished[t.req.ID] = t
+	a.wakeIdleLocked()
+	a.mu.Unlock()
+	if t.req.Release != nil {
+		t.req.Release()
+	}
+	if a.cfg.Hooks.Ended != nil {
+		a.cfg.Hooks.Ended(t.req, rec)
+	}
+	if a.cfg.Store != nil {
+		l := a.links[t.req.Server]
+		a.background(func(ctx context.Context) {
+			if err := a.save(ctx, l, t, &rec); err != nil {
+				a.log.Warn("record ended call", "call_id", rec.ID, "err", err)
+			}
+		})
+	}
+	a.log.Info("call ended", "call_id", rec.ID, "server", rec.Server, "outcome", rec.Outcome,
+		"cause", rec.Cause, "sip_code", rec.SIPCode, "dialstatus", rec.DialStatus, "reason", rec.Reason)
+}
+
+func (a *App) observeARI(op string, began time.Time, err error) {
+	if a.cfg.Hooks.ARIRequest != nil {
+		a.cfg.Hooks.ARIRequest(op, time.Since(began), err)
+	}
+}
+
+func (a *App) lookup(id string) *tracked {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.active[id]
+}
+
+// handleEvent routes one ARI event to its call. It runs on the link's reader goroutine.
+func (a *App) handleEvent(l *link, ev ari.Event) {
+	if a.cfg.Hooks.EventLag != nil && !ev.At().IsZero() {
+		a.cfg.Hooks.EventLag(time.Since(ev.At()))
+	}
+	switch e := ev.(type) {
+	case *ari.ApplicationReplaced:
+		l.replaced.Store(true)
+		l.setReason("ApplicationReplaced: another connection took app " + l.AppName)
+		a.log.Error("ARI application replaced by another connection; this daemon is no longer ready on that Asterisk",
+			"server", l.Name, "app", l.AppName)
+		return
+	case ari.ChannelEvent:
+		t := a.lookup(e.ChannelID())
+		if t == nil {
+			if ss, ok := e.(*ari.StasisStart); ok {
+				a.orphanInStasis(l, ss)
+			}
+			return
+		}
+		t.mu.Lock()
+		changes := t.call.Apply(ev)
+		_, isStart := ev.(*ari.StasisStart)
+		startContinue := isStart && !t.continued && !t.call.Final()
+		if startContinue {
+			t.continued = true
+			t.stepLocked("StasisStart", 0)
+		}
+		a.applyLocked(t, changes)
+		t.mu.Unlock()
+		if startContinue {
+			a.background(func(ctx context.Context) { a.continueCall(ctx, l, t) })
+		}
+	}
+}
+
+// orphanInStasis handles a channel in our app that no call claims (e.g. left over from
+// before a daemon restart): without its request we cannot continue it truthfully, so it
+// is hung up rather than left holding a line.
+func (a *App) orphanInStasis(l *link, ss *ari.StasisStart) {
+	a.log.Warn("untracked channel entered our Stasis app; hanging it up", "server", l.Name, "channel_id", ss.Channel.ID)
+	id := ss.Channel.ID
+	a.background(func(ctx context.Context) {
+		if err := l.ARI.Hangup(ctx, id, ""); err != nil {
+			a.log.Warn("hang up untracked channel", "channel_id", id, "err", err)
+		}
+	})
+}
+
+// continueCall hands an answered call to the dialplan the caller asked for.
+func (a *App) continueCall(ctx context.Context, l *link, t *tracked) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	began := time.Now()
+	err := l.ARI.Continue(ctx, t.req.ID, t.req.Context, t.req.Extension, 1)
+	a.observeARI("continue", began, err)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err != nil {
+		code := 0
+		var ae *ari.Error
+		if errors.As(err, &ae) {
+			code = ae.Status
+		}
+		t.stepLocked("ari POST continue failed", code)
+		a.log.Warn("continue answered call", "call_id", t.req.ID, "err", err)
+		return
+	}
+	t.stepLocked("ari POST continue "+t.req.Context+","+t.req.Extension+",1", 204)
+}
+
+// background runs f off the reader goroutine; Run waits for it before returning.
+func (a *App) background(f func(ctx context.Context)) {
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		f(a.ctx())
+	}()
+}
+
+type linkHandler struct {
+	app  *App
+	link *link
+}
+
+func (h *linkHandler) HandleEvent(_ context.Context, ev ari.Event) { h.app.handleEvent(h.link, ev) }
+
+func (h *linkHandler) Connected(ctx context.Context, reconnect bool) {
+	l := h.link
+	l.replaced.Store(false)
+	a := h.app
+	a.log.Info("ARI websocket connected", "server", l.Name, "app", l.AppName, "reconnect", reconnect)
+	a.reconcile(ctx, l, reconnect)
+	l.connected.Store(true)
+}
+
+func (h *linkHandler) Disconnected(err error) {
+	l := h.link
+	l.connected.Store(false)
+	l.setReason("ARI websocket down: " + err.Error())
+	h.app.log.Warn("ARI websocket lost", "server", l.Name, "err", err)
+}
+
+// Drain stops new calls, lets calls in flight end until ctx ends, then hangs up the rest
+// (outcome canceled, reason shutdown) and waits briefly for their end to be seen; calls
+// whose end is still not seen end as unknown. Every call ends in exactly one event.
+func (a *App) Drain(ctx context.Context, hangupWait time.Duration) {
+	a.draining.Store(true)
+	if a.waitIdle(ctx) {
+		return
+	}
+	a.mu.Lock()
+	rest := make([]*tracked, 0, len(a.active))
+	for _, t := range a.active {
+		rest = append(rest, t)
+	}
+	a.mu.Unlock()
+	a.log.Warn("drain deadline reached; hanging up calls still in flight", "calls", len(rest))
+	for _, t := range rest {
+		l := a.links[t.req.Server]
+		t.mu.Lock()
+		t.call.Canceling("shutdown")
+		t.mu.Unlock()
+		hctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := l.ARI.Hangup(hctx, t.req.ID, ""); err != nil {
+			a.log.Warn("hang up on drain", "call_id", t.req.ID, "err", err)
+		}
+		cancel()
+	}
+	wctx, cancel := context.WithTimeout(context.Background(), hangupWait)
+	defer cancel()
+	if a.waitIdle(wctx) {
+		return
+	}
+	a.mu.Lock()
+	rest = rest[:0]
+	for _, t := range a.active {
+		rest = append(rest, t)
+	}
+	a.mu.Unlock()
+	for _, t := range rest {
+		t.mu.Lock()
+		a.applyLocked(t, t.call.Lost("shutdown: daemon stopped before the end of the call was seen", time.Now()))
+		t.mu.Unlock()
+	}
+}
+
+func isLocal(endpoint string) bool {
+	tech, _, _ := strings.Cut(endpoint, "/")
+	return strings.EqualFold(tech, "Local")
+}
+
+func ariTime(t ari.Time, fallback time.Time) time.Time {
+	if t.IsZero() {
+		return fallback
+	}
+	return t.Time
+}

@@ -1,0 +1,245 @@
+package stasisapp
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/invokeari/invokeari/events"
+	"github.com/invokeari/invokeari/stasisapp/ari"
+)
+
+// maxTranscript bounds a reply's debug transcript.
+const maxTranscript = 24
+
+// tracked is one call in the App's table: the pure Call plus what the App needs around
+// it (request, waiters, transcript). Everything in it is guarded by mu.
+type tracked struct {
+	mu          sync.Mutex
+	req         Request
+	evReq       *events.Request
+	fingerprint string
+	call        *Call
+	seq         uint64
+	began       time.Time // monotonic start for transcript offsets
+	transcript  []Step
+	changed     chan struct{} // closed and replaced on every change
+	continued   bool          // continue was sent after StasisStart
+	ended       bool          // final outcome published
+	expires     time.Time     // when a finished call is forgotten
+	registered  time.Time     // wall clock at registration
+
+	// Set for calls restored from the Store by a restarted daemon.
+	resumed  bool         // not yet brought up to date from Asterisk
+	lastKind events.Kind  // last event kind the previous run published
+	final    *events.Call // final record decided by the previous run
+
+	ariStatus    int
+	ariBody      any
+	transportErr string
+}
+
+func newTracked(req Request, fp string) *tracked {
+	t := &tracked{
+		req:         req,
+		evReq:       req.EventRequest(),
+		fingerprint: fp,
+		call:        NewCall(req.ID, req.Server, req.Timeout),
+		began:       time.Now(),
+		registered:  time.Now(),
+		changed:     make(chan struct{}),
+	}
+	t.transcript = append(t.transcript, Step{TMS: 0, Step: "validated"})
+	return t
+}
+
+// fingerprint identifies what a request asks for, so a repeated id with other
+// parameters can be told from a retry (the wait mode may differ between retries).
+func fingerprint(r Request) string {
+	h := sha256.New()
+	w := func(s string) { h.Write([]byte(strconv.Itoa(len(s)))); h.Write([]byte{':'}); h.Write([]byte(s)) }
+	w(r.Server)
+	w(r.Endpoint)
+	w(r.Context)
+	w(r.Extension)
+	w(r.Timeout.String())
+	w(r.CallerID)
+	w(r.Key)
+	names := make([]string, 0, len(r.Variables))
+	for k := range r.Variables {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		w(k)
+		w(r.Variables[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (t *tracked) step(s string, code int) {
+	t.mu.Lock()
+	t.stepLocked(s, code)
+	t.mu.Unlock()
+}
+
+func (t *tracked) stepLocked(s string, code int) {
+	if len(t.transcript) >= maxTranscript {
+		return
+	}
+	t.transcript = append(t.transcript, Step{TMS: time.Since(t.began).Milliseconds(), Step: s, HTTPCode: code})
+}
+
+// satisfies reports whether the call has reached what wait asks for; t.mu must be held.
+func (t *tracked) satisfies(w Wait) bool {
+	if t.call.Final() || t.final != nil {
+		return true
+	}
+	switch w {
+	case WaitAccepted:
+		return t.ariStatus != 0 || t.seq > 0
+	case WaitEnd:
+		return false
+	default:
+		return t.call.Answered()
+	}
+}
+
+func (t *tracked) result() Result {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.resultLocked()
+}
+
+func (t *tracked) resultLocked() Result {
+	rec := t.call.Record()
+	if t.final != nil {
+		rec = *t.final
+	}
+	return Result{
+		Call:           rec,
+		ARIStatus:      t.ariStatus,
+		ARIBody:        t.ariBody,
+		TransportError: t.transportErr,
+		Transcript:     append([]Step(nil), t.transcript...),
+	}
+}
+
+// sweep forgets expired finished calls and asks Asterisk about calls that should have
+// ended by now (a lost ChannelDestroyed must not leave a call open forever).
+func (a *App) sweep(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			var stale []*tracked
+			a.mu.Lock()
+			for id, t := range a.finished {
+				if now.After(t.expires) {
+					delete(a.finished, id)
+				}
+			}
+			for _, t := range a.active {
+				stale = append(stale, t)
+			}
+			a.mu.Unlock()
+			for _, t := range stale {
+				t.mu.Lock()
+				overdue := !t.call.Final() && !t.call.Answered() && t.seq > 0 &&
+					now.Sub(t.began) > t.req.Timeout+a.cfg.ReconcileGrace
+				t.mu.Unlock()
+				if overdue {
+					if l := a.links[t.req.Server]; l.ready() {
+						a.checkChannel(ctx, l, t, "no ChannelDestroyed seen after the ring timeout")
+					}
+				}
+			}
+		}
+	}
+}
+
+// reconcile runs after each (re)connect, before the link is marked ready: every call
+// tracked on that Asterisk is checked, since nothing is replayed (SPEC §4b.6).
+func (a *App) reconcile(ctx context.Context, l *link, reconnect bool) {
+	info, err := l.ARI.AsteriskInfo(ctx)
+	restarted := false
+	if err == nil {
+		st := info.Status.StartupTime.Time
+		if prev := l.startupTime.Swap(&st); prev != nil && !prev.Equal(st) {
+			restarted = true
+			a.log.Warn("Asterisk restarted while the link was down; its channels are gone", "server", l.Name)
+		}
+	}
+	var calls []*tracked
+	a.mu.Lock()
+	for _, t := range a.active {
+		if t.req.Server == l.Name {
+			calls = append(calls, t)
+		}
+	}
+	a.mu.Unlock()
+	for _, t := range calls {
+		if restarted {
+			a.reconciled("restarted")
+			t.mu.Lock()
+			a.applyLocked(t, t.call.Lost("Asterisk restarted while the ARI link was down", time.Now()))
+			t.mu.Unlock()
+			continue
+		}
+		a.checkChannel(ctx, l, t, "channel gone while the ARI link was down")
+	}
+}
+
+// checkChannel asks Asterisk whether a tracked call's channel still exists. A gone
+// channel whose end was not seen ends the call as tracking lost; a channel waiting in
+// our Stasis app after answer is continued.
+func (a *App) checkChannel(ctx context.Context, l *link, t *tracked, goneReason string) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ch, err := l.ARI.GetChannel(cctx, t.req.ID)
+	var ae *ari.Error
+	switch {
+	case err == nil:
+		a.reconciled("alive")
+		t.mu.Lock()
+		if t.resumed {
+			a.adoptSnapshot(t, ch)
+		}
+		needContinue := ch.State == "Up" && ch.Dialplan.AppName == "Stasis" &&
+			strings.HasPrefix(ch.Dialplan.AppData, l.AppName+",") && !t.call.Final()
+		if needContinue {
+			t.continued = true
+		}
+		t.mu.Unlock()
+		if needContinue {
+			a.background(func(ctx context.Context) { a.continueCall(ctx, l, t) })
+		}
+	case errors.As(err, &ae) && ae.Status == 404:
+		a.reconciled("gone")
+		t.mu.Lock()
+		reason := goneReason
+		if t.resumed {
+			reason = "daemon restarted: the channel was gone when it looked again (it ended, or was never created, while no daemon followed it)"
+			t.resumed = false
+		}
+		a.applyLocked(t, t.call.Lost(reason, time.Now()))
+		t.mu.Unlock()
+	default:
+		a.log.Warn("reconcile call", "call_id", t.req.ID, "err", err)
+	}
+}
+
+func (a *App) reconciled(result string) {
+	if a.cfg.Hooks.Reconciled != nil {
+		a.cfg.Hooks.Reconciled(result)
+	}
+}

@@ -1,0 +1,41 @@
+# invokeari — see README.md. Every target stays on 127.0.0.1.
+GO      ?= go
+PKGS    := ./...
+BIN     := bin/invokeari
+
+.PHONY: run build test check bench fuzz faults clean
+
+## run: start the daemon on the embedded defaults (embedded NATS + built-in Asterisk simulator)
+run:
+	$(GO) run ./cmd/invokeari serve $(ARGS)
+
+build:
+	$(GO) build -o $(BIN) ./cmd/invokeari
+
+## test: the whole suite with the race detector (short fuzz and fault runs included)
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## check: formatting and vet
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+## bench: the published benchmark (bounded, loopback only); writes BENCHMARKS.md
+bench:
+	$(GO) run ./cmd/invokeari bench -out BENCHMARKS.md
+
+## fuzz: each fuzz target for a bounded time
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test ./bridge/api -run '^$$' -fuzz '^FuzzDecodeBody$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./bridge/api -run '^$$' -fuzz '^FuzzParseVariables$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./bridge/api -run '^$$' -fuzz '^FuzzParseCallerID$$' -fuzztime $(FUZZTIME)
+
+## faults: the full fault-injection suite with its table
+faults:
+	$(GO) test -race -count=1 -timeout 30m ./internal/faults -run TestFaults -v -args -faults.full
+
+clean:
+	rm -rf bin data

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/invokeari/invokeari/bridge/api"
+)
+
+// Config is the daemon's whole configuration (configs/invokeari.example.yaml documents
+// every field). Secrets are never inline: they come from the environment or a file.
+type Config struct {
+	HTTP     HTTPConfig       `yaml:"http"`
+	Asterisk []AsteriskConfig `yaml:"asterisk"`
+	NATS     NATSConfig       `yaml:"nats"`
+	Keys     []api.Key        `yaml:"keys"`
+	Defaults api.Defaults     `yaml:"defaults"`
+	Limits   LimitsConfig     `yaml:"limits"`
+	Log      LogConfig        `yaml:"log"`
+}
+
+// HTTPConfig is the HTTP front door's listener.
+type HTTPConfig struct {
+	Listen  string `yaml:"listen"`   // default 127.0.0.1:8080
+	TLSCert string `yaml:"tls_cert"` // optional PEM certificate file; with tls_key serves HTTPS
+	TLSKey  string `yaml:"tls_key"`
+}
+
+// AsteriskConfig is one Asterisk to originate on.
+type AsteriskConfig struct {
+	Name         string  `yaml:"name"`
+	URL          string  `yaml:"url"` // ARI base URL, http://host:8088/ari
+	Username     string  `yaml:"username"`
+	PasswordEnv  string  `yaml:"password_env"`  // environment variable holding the ARI password
+	PasswordFile string  `yaml:"password_file"` // or a file holding it
+	App          string  `yaml:"app"`           // Stasis app name, unique per daemon instance (default invokeari)
+	CPS          float64 `yaml:"cps"`           // originates per second cap on this server (0 = none)
+
+	password string // resolved by resolveSecrets; never logged
+}
+
+// NATSConfig selects an external NATS (URL set) or the embedded server.
+type NATSConfig struct {
+	URL          string         `yaml:"url"` // empty: run the embedded server
+	User         string         `yaml:"user"`
+	PasswordEnv  string         `yaml:"password_env"`
+	TokenEnv     string         `yaml:"token_env"`
+	NKeySeedFile string         `yaml:"nkey_seed_file"`
+	CredsFile    string         `yaml:"creds_file"`
+	TLS          TLSFiles       `yaml:"tls"`
+	Embedded     EmbeddedConfig `yaml:"embedded"`
+	StreamMaxAge time.Duration  `yaml:"stream_max_age"` // retention of INVOKEARI_CALLS (default 168h)
+	// RequireKey makes invokeari.originate demand an X-API-Key header like HTTP does.
+	RequireKey bool `yaml:"require_key"`
+}
+
+// TLSFiles are PEM files for a TLS client connection.
+type TLSFiles struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// EmbeddedConfig is the in-process nats-server.
+type EmbeddedConfig struct {
+	Listen   string `yaml:"listen"`    // default 127.0.0.1:4222
+	StoreDir string `yaml:"store_dir"` // default ./data/nats
+}
+
+// LimitsConfig holds global limits.
+type LimitsConfig struct {
+	MaxInFlight  int           `yaml:"max_in_flight"` // calls in flight over all keys (default 1000)
+	DrainTimeout time.Duration `yaml:"drain_timeout"` // SIGTERM: how long in-flight calls may go on (default 60s)
+	Technologies []string      `yaml:"technologies"`  // channel technologies allowed in d (default PJSIP, SIP, IAX2, Local, DAHDI)
+}
+
+// LogConfig selects log level and format.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info (default), warn, error
+	Format string `yaml:"format"` // json (default) or text
+}
+
+// loadConfig reads a YAML file; unknown keys are errors so typos do not go unnoticed.
+func loadConfig(path string) (Config, error) {
+	var c Config
+	f, err := os.Open(path)
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// applyDefaults fills what the config leaves out.
+func (c *Config) applyDefaults() {
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = "127.0.0.1:8080"
+	}
+	if c.NATS.Embedded.Listen == "" {
+		c.NATS.Embedded.Listen = "127.0.0.1:4222"
+	}
+	if c.NATS.Embedded.StoreDir == "" {
+		c.NATS.Embedded.StoreDir = "./data/nats"
+	}
+	if c.NATS.StreamMaxAge == 0 {
+		c.NATS.StreamMaxAge = 168 * time.Hour
+	}
+	if c.Limits.DrainTimeout == 0 {
+		c.Limits.DrainTimeout = 60 * time.Second
+	}
+	for i := range c.Asterisk {
+		if c.Asterisk[i].App == "" {
+			c.Asterisk[i].App = "invokeari"
+		}
+	}
+	if c.Defaults.Server == "" && len(c.Asterisk) == 1 {
+		c.Defaults.Server = c.Asterisk[0].Name
+	}
+}
+
+// resolveSecrets reads ARI passwords from the environment or files. It is called from
+// main only: packages never read the environment.
+func (c *Config) resolveSecrets(getenv func(string) string) error {
+	var errs []error
+	for i := range c.Asterisk {
+		a := &c.Asterisk[i]
+		switch {
+		case a.PasswordEnv != "" && a.PasswordFile != "":
+			errs = append(errs, fmt.Errorf("asterisk[%d].password_env/password_file: set only one", i))
+		case a.PasswordEnv != "":
+			a.password = getenv(a.PasswordEnv)
+			if a.password == "" {
+				errs = append(errs, fmt.Errorf("asterisk[%d].password_env: environment variable %s is empty or unset", i, a.PasswordEnv))
+			}
+		case a.PasswordFile != "":
+			b, err := os.ReadFile(a.PasswordFile)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("asterisk[%d].password_file: %w", i, err))
+				continue
+			}
+			a.password = strings.TrimRight(string(b), "\r\n")
+		default:
+			errs = append(errs, fmt.Errorf("asterisk[%d]: password_env or password_file is required", i))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// policy is the front-door policy derived from the config.
+func (c *Config) policy() api.Config {
+	p := api.Config{Keys: c.Keys, Defaults: c.Defaults, MaxInFlight: c.Limits.MaxInFlight, Technologies: c.Limits.Technologies}
+	for _, a := range c.Asterisk {
+		p.Servers = append(p.Servers, api.Server{Name: a.Name, URL: a.URL, Username: a.Username, Password: a.password, CPS: a.CPS})
+	}
+	return p
+}
+
+// Validate checks the config; each error names its field.
+func (c *Config) Validate() error {
+	var errs []error
+	if (c.HTTP.TLSCert == "") != (c.HTTP.TLSKey == "") {
+		errs = append(errs, errors.New("http.tls_cert/http.tls_key: set both or neither"))
+	}
+	apps := map[string]bool{}
+	for i, a := range c.Asterisk {
+		if a.Name == "" {
+			errs = append(errs, fmt.Errorf("asterisk[%d].name: required", i))
+		}
+		if !strings.HasPrefix(a.URL, "http://") && !strings.HasPrefix(a.URL, "https://") {
+			errs = append(errs, fmt.Errorf("asterisk[%d].url: must be an http(s) ARI URL, got %q", i, a.URL))
+		}
+		if a.Username == "" {
+			errs = append(errs, fmt.Errorf("asterisk[%d].username: required", i))
+		}
+		key := a.URL + "|" + a.App
+		if apps[key] {
+			errs = append(errs, fmt.Errorf("asterisk[%d].app: app %q used twice on the same Asterisk", i, a.App))
+		}
+		apps[key] = true
+	}
+	if c.Limits.DrainTimeout < 0 {
+		errs = append(errs, errors.New("limits.drain_timeout: must not be negative"))
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "", "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level: %q is not debug, info, warn or error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "", "json", "text":
+	default:
+		errs = append(errs, fmt.Errorf("log.format: %q is not json or text", c.Log.Format))
+	}
+	if err := c.policy().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/invokeari/invokeari/events"
+	"github.com/invokeari/invokeari/stasisapp"
+	"github.com/invokeari/invokeari/stasisapp/ari"
+)
+
+// metrics is the daemon's Prometheus registry (SPEC §6). Labels never carry secrets:
+// keys appear by name only.
+type metrics struct {
+	reg        *prometheus.Registry
+	outcomes   *prometheus.CounterVec
+	replies    *prometheus.CounterVec
+	ariLatency *prometheus.HistogramVec
+	eventLag   prometheus.Histogram
+	reconciled *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &metrics{
+		reg: reg,
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "invokeari_originates_total",
+			Help: "Calls ended, by front door, API key name, server and outcome."}, []string{"door", "key", "server", "outcome"}),
+		replies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "invokeari_replies_total",
+			Help: "Originate replies by front door, API key name and status code."}, []string{"door", "key", "status"}),
+		ariLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "invokeari_ari_request_seconds",
+			Help: "ARI REST round-trip time by operation.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"op", "ok"}),
+		eventLag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "invokeari_ari_event_lag_seconds",
+			Help: "Time from an ARI event's timestamp to its handling.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		reconciled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "invokeari_reconciliations_total",
+			Help: "Tracked calls checked after an ARI reconnect, by result."}, []string{"result"}),
+	}
+	reg.MustRegister(m.outcomes, m.replies, m.ariLatency, m.eventLag, m.reconciled)
+	return m
+}
+
+// register adds the gauges read from the running parts.
+func (m *metrics) register(app *stasisapp.App, pub *events.Publisher, clients []*ari.Client) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "invokeari_calls_in_flight", Help: "Calls not yet ended."},
+			func() float64 { return float64(app.InFlight()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "invokeari_outbox_depth", Help: "Call events waiting to be stored in JetStream."},
+			func() float64 { return float64(pub.Depth()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "invokeari_events_published_total", Help: "Call events acknowledged by JetStream."},
+			func() float64 { return float64(pub.Published()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "invokeari_events_dropped_total",
+			Help: "Call events that could not be queued for publishing (only possible while stopping hard); must stay 0."},
+			func() float64 { return float64(app.PublishFailures()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "invokeari_ari_reconnects_total", Help: "ARI websocket reconnects over all servers."},
+			func() float64 {
+				var n uint64
+				for _, c := range clients {
+					n += c.Reconnects()
+				}
+				return float64(n)
+			}),
+	)
+}
+
+func (m *metrics) hooks() stasisapp.Hooks {
+	return stasisapp.Hooks{
+		Ended: func(req stasisapp.Request, rec events.Call) {
+			m.outcomes.WithLabelValues(req.Door, req.Key, rec.Server, string(rec.Outcome)).Inc()
+		},
+		ARIRequest: func(op string, d time.Duration, err error) {
+			m.ariLatency.WithLabelValues(op, strconv.FormatBool(err == nil)).Observe(d.Seconds())
+		},
+		EventLag:   func(d time.Duration) { m.eventLag.Observe(d.Seconds()) },
+		Reconciled: func(result string) { m.reconciled.WithLabelValues(result).Inc() },
+	}
+}
+
+func (m *metrics) observeReply(door string) func(key string, status int) {
+	return func(key string, status int) {
+		m.replies.WithLabelValues(door, key, strconv.Itoa(status)).Inc()
+	}
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}

@@ -1,0 +1,393 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/invokeari/invokeari/bridge/api"
+	"github.com/invokeari/invokeari/bridge/httpdoor"
+	"github.com/invokeari/invokeari/bridge/natsdoor"
+	"github.com/invokeari/invokeari/events"
+	"github.com/invokeari/invokeari/events/natsrv"
+	"github.com/invokeari/invokeari/stasisapp"
+	"github.com/invokeari/invokeari/stasisapp/ari"
+	"github.com/invokeari/invokeari/stasisapp/sim"
+)
+
+// serve runs the daemon until ctx ends, then shuts down in order: doors stop accepting,
+// calls in flight get until the drain deadline, the ARI websockets close, the event
+// outbox is flushed, NATS drains and the embedded server stops.
+func serve(ctx context.Context, args []string, out io.Writer, getenv func(string) string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(out)
+	configPath := fs.String("config", getenv("INVOKEARI_CONFIG"), "YAML config file (env INVOKEARI_CONFIG); none: demo mode")
+	listen := fs.String("listen", "", "HTTP listen address (env INVOKEARI_HTTP_LISTEN; overrides http.listen)")
+	natsURL := fs.String("nats-url", "", "external NATS URL (env INVOKEARI_NATS_URL; overrides nats.url)")
+	natsListen := fs.String("nats-listen", "", "embedded NATS listen address (env INVOKEARI_NATS_LISTEN)")
+	storeDir := fs.String("store-dir", "", "embedded NATS store dir (env INVOKEARI_NATS_STORE_DIR)")
+	simListen := fs.String("sim-listen", "127.0.0.1:8088", "demo mode: simulator listen address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return runDaemon(ctx, serveOptions{configPath: *configPath, listen: *listen, natsURL: *natsURL,
+		natsListen: *natsListen, storeDir: *storeDir, simListen: *simListen, out: out, getenv: getenv})
+}
+
+// serveOptions are serve's inputs; started, when set, is told the HTTP address once the
+// daemon accepts requests (tests use it instead of fixed ports).
+type serveOptions struct {
+	configPath, listen, natsURL, natsListen, storeDir, simListen string
+	out                                                          io.Writer
+	getenv                                                       func(string) string
+	started                                                      func(httpAddr string, d *daemon)
+}
+
+func runDaemon(ctx context.Context, o serveOptions) error {
+	getenv, out := o.getenv, o.out
+	var cfg Config
+	if o.configPath != "" {
+		c, err := loadConfig(o.configPath)
+		if err != nil {
+			return err
+		}
+		cfg = c
+	}
+	// Environment overrides, then flags (flags win).
+	override(&cfg.HTTP.Listen, getenv("INVOKEARI_HTTP_LISTEN"), o.listen)
+	override(&cfg.NATS.URL, getenv("INVOKEARI_NATS_URL"), o.natsURL)
+	override(&cfg.NATS.Embedded.Listen, getenv("INVOKEARI_NATS_LISTEN"), o.natsListen)
+	override(&cfg.NATS.Embedded.StoreDir, getenv("INVOKEARI_NATS_STORE_DIR"), o.storeDir)
+	override(&cfg.Log.Level, getenv("INVOKEARI_LOG_LEVEL"), "")
+
+	log := newLogger(out, cfg.Log)
+	d := &daemon{log: log, started: o.started}
+	defer d.close()
+
+	demo := len(cfg.Asterisk) == 0
+	if demo {
+		if err := d.startDemo(ctx, &cfg, o.simListen); err != nil {
+			return err
+		}
+		base := getenv
+		getenv = func(k string) string { // the demo ARI password is public
+			if k == demoPassEnv {
+				return demoARIPass
+			}
+			return base(k)
+		}
+	}
+	cfg.applyDefaults()
+	if err := cfg.resolveSecrets(getenv); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid config: %w", err)
+	}
+	return d.run(ctx, cfg, demo, getenv)
+}
+
+func override(dst *string, env, flagValue string) {
+	if env != "" {
+		*dst = env
+	}
+	if flagValue != "" {
+		*dst = flagValue
+	}
+}
+
+func newLogger(w io.Writer, c LogConfig) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(strings.ToUpper(orDefault(c.Level, "info"))))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// callStoreTTL bounds how long a call stays on record for restarts and idempotency:
+// longer than any call plus the idempotency retention.
+const callStoreTTL = 24 * time.Hour
+
+// daemon holds what serve started, for ordered shutdown.
+type daemon struct {
+	log     *slog.Logger
+	sim     *sim.Server
+	emb     *natsrv.Embedded
+	nc      *nats.Conn
+	app     *stasisapp.App
+	closers []func()
+	started func(httpAddr string, d *daemon)
+}
+
+func (d *daemon) close() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
+	}
+}
+
+// Demo mode: the fixed try-it-now setup of the README.
+const (
+	demoKey      = "demo"
+	demoServer   = "demo"
+	demoARIUser  = "invokeari"
+	demoARIPass  = "demo-secret"
+	demoPassEnv  = "INVOKEARI_DEMO_ARI_PASSWORD"
+	demoAppName  = "invokeari"
+	demoRingTime = time.Second
+)
+
+// DemoEndpoints are the simulated phones of demo mode.
+func DemoEndpoints() map[string]sim.Behavior {
+	return map[string]sim.Behavior{
+		"PJSIP/6001": {Result: sim.Answer, RingAfter: 50 * time.Millisecond, AnswerAfter: demoRingTime, HangupAfter: 3 * time.Second},
+		"PJSIP/6002": {Result: sim.Busy},
+		"PJSIP/6003": {Result: sim.RingForever, RingAfter: 50 * time.Millisecond},
+		"PJSIP/6004": {Result: sim.Decline, RingAfter: 50 * time.Millisecond, RingFor: demoRingTime},
+		"PJSIP/6005": {Result: sim.Offline},
+		"PJSIP/6006": {Result: sim.Congestion},
+	}
+}
+
+// DemoContexts are the dialplan contexts the demo simulator knows.
+func DemoContexts() map[string][]string {
+	return map[string][]string{"confirmcode": {"s"}, "from-internal": {"100", "s"}}
+}
+
+func (d *daemon) startDemo(ctx context.Context, cfg *Config, listen string) error {
+	s := sim.New(sim.Config{
+		Addr:      listen,
+		Username:  demoARIUser,
+		Password:  demoARIPass,
+		Endpoints: DemoEndpoints(),
+		Contexts:  DemoContexts(),
+		BootDelay: time.Second,
+		Logger:    d.log.With("component", "simulator"),
+	})
+	if err := s.Start(ctx); err != nil {
+		return fmt.Errorf("start simulator: %w", err)
+	}
+	d.sim = s
+	d.closers = append(d.closers, func() { _ = s.Close() })
+	d.log.Warn("DEMO MODE: no Asterisk configured — using the built-in Asterisk SIMULATOR, not a real PBX",
+		"ari_url", s.URL(), "api_key", demoKey, "server", demoServer,
+		"endpoints", "PJSIP/6001 answers, 6002 busy, 6003 rings, 6004 declines, 6005 offline, 6006 congestion")
+	sum := sha256.Sum256([]byte(demoKey))
+	cfg.Asterisk = []AsteriskConfig{{Name: demoServer, URL: s.URL(), Username: demoARIUser, PasswordEnv: demoPassEnv, App: demoAppName}}
+	cfg.Keys = []api.Key{{Name: "demo", SHA256: hex.EncodeToString(sum[:])}}
+	if cfg.Defaults.Server == "" {
+		cfg.Defaults.Server = demoServer
+	}
+	return nil
+}
+
+func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(string) string) error {
+	log := d.log
+	// NATS: embedded unless a URL is configured.
+	url := cfg.NATS.URL
+	if url == "" {
+		emb, err := natsrv.Start(ctx, natsrv.Config{Listen: cfg.NATS.Embedded.Listen, StoreDir: cfg.NATS.Embedded.StoreDir,
+			Logger: log.With("component", "nats-server")})
+		if err != nil {
+			return fmt.Errorf("embedded NATS: %w", err)
+		}
+		d.emb = emb
+		d.closers = append(d.closers, emb.Shutdown)
+		url = emb.ClientURL()
+		log.Info("embedded NATS running", "url", url, "store_dir", cfg.NATS.Embedded.StoreDir)
+	}
+	nopts, err := d.natsOptions(cfg, getenv)
+	if err != nil {
+		return err
+	}
+	nc, err := events.Connect(ctx, url, nopts...)
+	if err != nil {
+		return fmt.Errorf("connect NATS: %w", err)
+	}
+	d.nc = nc
+	d.closers = append(d.closers, nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = events.EnsureStream(sctx, js, cfg.NATS.StreamMaxAge)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", events.StreamName, err)
+	}
+	pub := events.NewPublisher(js, events.PublisherConfig{Logger: log.With("component", "publisher")})
+	sctx, cancel = context.WithTimeout(ctx, 15*time.Second)
+	store, err := events.OpenCallStore(sctx, js, callStoreTTL)
+	cancel()
+	if err != nil {
+		return err
+	}
+
+	// Asterisk links.
+	var servers []stasisapp.Server
+	var clients []*ari.Client
+	for _, a := range cfg.Asterisk {
+		c, err := ari.NewClient(ari.Config{URL: a.URL, Username: a.Username, Password: a.password, App: a.App,
+			Logger: log.With("component", "ari", "server", a.Name)})
+		if err != nil {
+			return fmt.Errorf("asterisk %s: %w", a.Name, err)
+		}
+		clients = append(clients, c)
+		servers = append(servers, stasisapp.Server{Name: a.Name, AppName: a.App, ARI: c})
+	}
+	m := newMetrics()
+	app, err := stasisapp.New(stasisapp.Config{Servers: servers, Publisher: pub, Store: store,
+		Logger: log.With("component", "stasisapp"), Hooks: m.hooks()})
+	if err != nil {
+		return err
+	}
+	gate, err := api.NewGate(cfg.policy())
+	if err != nil {
+		return err
+	}
+	ready := &readiness{app: app, nc: nc, demo: demo}
+	m.register(app, pub, clients)
+
+	// Background services, each with its own context so shutdown can go in order.
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	start := func(name string, f func(context.Context) error, c context.Context) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(c); err != nil && !errors.Is(err, context.Canceled) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	pubCtx, stopPub := context.WithCancel(context.Background())
+	defer stopPub()
+	appCtx, stopApp := context.WithCancel(context.Background())
+	defer stopApp()
+	start("publisher", pub.Run, pubCtx)
+	start("stasisapp", app.Run, appCtx)
+
+	// Front doors.
+	doorCtx, stopDoors := context.WithCancel(ctx)
+	defer stopDoors()
+	h := httpdoor.New(httpdoor.Config{Originator: app, Gate: gate, Readiness: ready, Metrics: m.handler(),
+		Observe: m.observeReply("http"), Logger: log.With("component", "http")})
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("http.listen: %w", err)
+	}
+	srv := httpdoor.NewServer(cfg.HTTP.Listen, h)
+	listenFn := func() error { return srv.Serve(ln) }
+	if cfg.HTTP.TLSCert != "" {
+		listenFn = func() error { return srv.ServeTLS(ln, cfg.HTTP.TLSCert, cfg.HTTP.TLSKey) }
+	}
+	var doors sync.WaitGroup
+	doors.Add(1)
+	go func() {
+		defer doors.Done()
+		if err := httpdoor.Serve(doorCtx, srv, listenFn, 5*time.Second); err != nil {
+			errc <- fmt.Errorf("http: %w", err)
+		}
+	}()
+	nd := natsdoor.New(natsdoor.Config{Conn: nc, Originator: app, Gate: gate, RequireKey: cfg.NATS.RequireKey || demo,
+		Observe: m.observeReply("nats"), Logger: log.With("component", "natsdoor")})
+	doors.Add(1)
+	go func() {
+		defer doors.Done()
+		if err := nd.Run(doorCtx); err != nil && !errors.Is(err, context.Canceled) {
+			errc <- fmt.Errorf("nats door: %w", err)
+		}
+	}()
+	d.app = app
+	if d.started != nil {
+		d.started(ln.Addr().String(), d)
+	}
+	log.Info("invokeari ready to serve", "http", "http://"+ln.Addr().String()+"/v2/invokeARI", "nats", url,
+		"originate_subject", natsdoor.Subject, "demo", demo)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("stopping: doors closed, draining calls in flight", "drain_timeout", cfg.Limits.DrainTimeout)
+	case runErr = <-errc:
+		log.Error("stopping after a failure", "err", runErr)
+	}
+	stopDoors()
+	doors.Wait()
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.DrainTimeout)
+	app.Drain(dctx, 5*time.Second)
+	cancel()
+	stopApp()
+	fctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	if err := pub.Flush(fctx); err != nil {
+		log.Error("event outbox not flushed", "left", pub.Depth(), "err", err)
+	}
+	cancel()
+	stopPub()
+	wg.Wait()
+	if err := nc.Drain(); err != nil {
+		log.Warn("NATS drain", "err", err)
+	}
+	log.Info("stopped")
+	return runErr
+}
+
+func (d *daemon) natsOptions(cfg Config, getenv func(string) string) ([]nats.Option, error) {
+	o := events.Options{
+		Name: "invokeari", User: cfg.NATS.User, NKeySeedFile: cfg.NATS.NKeySeedFile, CredsFile: cfg.NATS.CredsFile,
+		TLSCAFile: cfg.NATS.TLS.CA, TLSCertFile: cfg.NATS.TLS.Cert, TLSKeyFile: cfg.NATS.TLS.Key,
+		Logger: d.log.With("component", "nats"),
+	}
+	if cfg.NATS.PasswordEnv != "" {
+		o.Password = getenv(cfg.NATS.PasswordEnv)
+	}
+	if cfg.NATS.TokenEnv != "" {
+		o.Token = getenv(cfg.NATS.TokenEnv)
+	}
+	return o.NATSOptions()
+}
+
+// readiness reports /readyz: every Asterisk link and NATS.
+type readiness struct {
+	app  *stasisapp.App
+	nc   *nats.Conn
+	demo bool
+}
+
+func (r *readiness) Ready() (bool, any) {
+	links := r.app.Status()
+	ok := r.nc.IsConnected()
+	for _, l := range links {
+		ok = ok && l.Connected
+	}
+	natsState := map[string]any{"connected": r.nc.IsConnected(), "status": r.nc.Status().String()}
+	detail := map[string]any{"asterisk": links, "nats": natsState}
+	if r.demo {
+		detail["simulator"] = "DEMO MODE: Asterisk is the built-in simulator, not a real PBX"
+	}
+	return ok, detail
+}
+
+var _ http.Handler = (*httpdoor.Handler)(nil)

@@ -144,7 +144,7 @@ type ChannelVarset struct {
 
 // ChannelHangupRequest is sent when hangup is requested. With Soft set, Cause is
 // Asterisk's soft-hangup flag (4 shutdown, 8 timeout, 16 unload, 32 explicit/ARI), not a
-// Q.850 cause. Cause may be absent (HasCause false), e.g. for a PJSIP BYE.
+// Q.850 cause. Cause may be absent (nil), e.g. for a PJSIP BYE.
 type ChannelHangupRequest struct {
 	channelBase
 	Cause     *int `json:"cause,omitempty"`
@@ -213,11 +213,22 @@ func peekType(msg []byte) (string, error) {
 }
 
 // DecodeEvent decodes one websocket message: a peek at "type", then one typed decode.
+// The peek takes the first "type" key; should a nested object (a requested channel
+// variable named "type") come first, the decoded top-level type disagrees with the peek
+// and the message is decoded again under its real type.
 func DecodeEvent(msg []byte) (Event, error) {
 	typ, err := peekType(msg)
 	if err != nil {
 		return nil, err
 	}
+	ev, err := decodeAs(typ, msg)
+	if err != nil || ev.EventType() == typ {
+		return ev, err
+	}
+	return decodeAs(ev.EventType(), msg)
+}
+
+func decodeAs(typ string, msg []byte) (Event, error) {
 	var ev Event
 	switch typ {
 	case "ChannelCreated":

@@ -208,7 +208,7 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	url := cfg.NATS.URL
 	if url == "" {
 		emb, err := natsrv.Start(ctx, natsrv.Config{Listen: cfg.NATS.Embedded.Listen, StoreDir: cfg.NATS.Embedded.StoreDir,
-			Logger: log.With("component", "nats-server")})
+			Logger: log})
 		if err != nil {
 			return fmt.Errorf("embedded NATS: %w", err)
 		}

@@ -12,10 +12,11 @@ run:
 build:
 	$(GO) build -o $(BIN) ./cmd/invokeari
 
-## test: the whole suite with the race detector (short fuzz and fault runs included)
+## test: the whole suite with the race detector (short fault run included), then each fuzzer briefly
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
 ## check: formatting and vet
 check:

@@ -213,7 +213,9 @@ func (e *testEnv) postBody(contentType, body string, hdr map[string]string) repl
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	req.Header.Set("Content-Type", contentType)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
 	req.Header.Set("X-API-Key", testAPIKey)
 	for k, v := range hdr {
 		if v == "" {

@@ -70,12 +70,55 @@ func TestBadRequestsNeverReachAsterisk(t *testing.T) {
 		{name: "duplicate field", body: "d=PJSIP/1&d=PJSIP/2&c=x&e=s", status: 400, field: "d"},
 		{name: "body too large", body: "d=PJSIP/1&c=x&e=s&pad=" + strings.Repeat("x", 70<<10), status: 413},
 		{name: "id vs header differ", form: with("id", "abc"), hdr: map[string]string{"Idempotency-Key": "xyz"}, status: 400, field: "id"},
+		// Hostile and malformed variations.
+		{name: "invalid UTF-8 in d", body: "d=PJSIP/%FF%FE&c=x&e=s", status: 400},
+		{name: "NUL in i", form: with("i", "Bob\x00<1>"), status: 400, field: "i"},
+		{name: "d space", form: with("d", "PJSIP/60 01"), status: 400, field: "d"},
+		{name: "d comma", form: with("d", "PJSIP/6001,PJSIP/6002"), status: 400, field: "d"},
+		{name: "d dollar expansion", form: with("d", "PJSIP/${EXTEN}"), status: 400, field: "d"},
+		{name: "d quote", form: with("d", `PJSIP/"6001"`), status: 400, field: "d"},
+		{name: "d empty tech", form: with("d", "/6001"), status: 400, field: "d"},
+		{name: "d empty resource", form: with("d", "PJSIP/"), status: 400, field: "d"},
+		{name: "d unknown technology", form: with("d", "FOO/123"), status: 400, field: "d"},
+		{name: "c semicolon", form: with("c", "ctx;x"), status: 400, field: "c"},
+		{name: "c newline", form: with("c", "ctx\nx"), status: 400, field: "c"},
+		{name: "e space", form: with("e", "1 2"), status: 400, field: "e"},
+		{name: "e control", form: with("e", "1\t2"), status: 400, field: "e"},
+		{name: "t negative", form: with("t", "-5"), status: 400, field: "t"},
+		{name: "t exponent", form: with("t", "1e2"), status: 400, field: "t"},
+		{name: "t overflow", form: with("t", "99999999999999999999999"), status: 400, field: "t"},
+		{name: "t padded", form: with("t", " 30"), status: 400, field: "t"},
+		{name: "v empty name", form: with("v", "=x"), status: 400, field: "v"},
+		{name: "v duplicate name", form: with("v", "A=1,A=2"), status: 400, field: "v"},
+		{name: "v 10k variables", ctype: "application/json", body: `{"d":"PJSIP/6001","c":"x","e":"s","v":"` + strings.Repeat("A=1,", 10000) + `"}`, status: 400, field: "v"},
+		{name: "v 10k variables form (over 64 KiB)", form: with("v", strings.Repeat("A=1,", 10000)), status: 413},
+		{name: "v dialplan function with escaped comma", form: with("v", `CURL(http://x\,y)=1`), status: 400, field: "v"},
+		{name: "id dot", form: with("id", "a.b"), status: 400, field: "id"},
+		{name: "id slash", form: with("id", "a/b"), status: 400, field: "id"},
+		{name: "ari URL with credentials", form: with("ari", "http://u:p@127.0.0.1:8088/ari"), status: 403, field: "ari"},
+		{name: "ari metadata address", form: with("ari", "http://169.254.169.254/latest/meta-data"), status: 403, field: "ari"},
+		{name: "ari file URL", form: with("ari", "file:///etc/passwd"), status: 403, field: "ari"},
+		{name: "ariuser wrong", form: with("ariuser", "root"), status: 403},
+		{name: "no content type", ctype: "-", body: "d=PJSIP/6001&c=x&e=s", status: 415},
+		{name: "multipart", ctype: "multipart/form-data; boundary=x", body: "--x--", status: 415},
+		{name: "latin1 charset", ctype: "application/x-www-form-urlencoded; charset=latin1", body: "d=PJSIP/6001&c=x&e=s", status: 415},
+		{name: "bad percent escape", body: "d=PJSIP/%zz&c=x&e=s", status: 400},
+		{name: "json unknown field", ctype: "application/json", body: `{"d":"PJSIP/6001","c":"x","e":"s","timeout":"5"}`, status: 400, field: "timeout"},
+		{name: "json null", ctype: "application/json", body: `{"d":null,"c":"x","e":"s"}`, status: 400, field: "d"},
+		{name: "json t float", ctype: "application/json", body: `{"d":"PJSIP/6001","c":"x","e":"s","t":30.5}`, status: 400, field: "t"},
+		{name: "json array body", ctype: "application/json", body: `[{"d":"PJSIP/6001"}]`, status: 400},
+		{name: "json nested object", ctype: "application/json", body: `{"d":{"x":1},"c":"x","e":"s"}`, status: 400, field: "d"},
+		{name: "json duplicate key", ctype: "application/json", body: `{"d":"PJSIP/6001","d":"PJSIP/6002","c":"x","e":"s"}`, status: 400, field: "d"},
+		{name: "json trailing garbage", ctype: "application/json", body: `{"d":"PJSIP/6001","c":"x","e":"s"} x`, status: 400},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			ctype := tc.ctype
-			if ctype == "" {
+			switch ctype {
+			case "":
 				ctype = "application/x-www-form-urlencoded"
+			case "-":
+				ctype = "" // no Content-Type header at all
 			}
 			body := tc.body
 			if body == "" && tc.form != nil {

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -24,6 +26,22 @@ const (
 	QueueGroup = "invokeari"
 	// StatusHeader carries the reply's status code (the HTTP door's status) on NATS replies.
 	StatusHeader = "Invokeari-Status"
+	// RetryAfterHeader carries Retry-After (seconds) on 429 and back-pressure 503 replies,
+	// as the HTTP door does.
+	RetryAfterHeader = "Retry-After"
+)
+
+// Defaults for Config.
+const (
+	DefaultMaxHandlers = 1024
+	DefaultGrace       = 5 * time.Second
+	// pending limits of the subscription: a burst waits in the client rather than
+	// being dropped (beyond them NATS reports a slow consumer through the error handler).
+	pendingMsgs  = 1 << 20
+	pendingBytes = 256 << 20
+	// drainSlack bounds how long, after Grace, Run waits for the subscription to finish
+	// delivering what the server had already sent it.
+	drainSlack = 5 * time.Second
 )
 
 // Originator places a call and follows it until the request's wait is satisfied;
@@ -40,15 +58,21 @@ type Config struct {
 	// RequireKey demands an X-API-Key header; without it, a message with no key runs
 	// as the internal principal (no per-key policy, same validation).
 	RequireKey bool
-	// MaxHandlers bounds requests handled at once (default 1024); further messages wait
-	// in the subscription's pending buffer (back-pressure, reported as slow consumer
-	// by NATS rather than lost silently).
+	// MaxHandlers bounds requests handled at once (default DefaultMaxHandlers); further
+	// messages wait in the subscription's pending buffer (back-pressure).
 	MaxHandlers int
-	Observe     func(key string, status int)
-	Logger      *slog.Logger
+	// Grace is how long, once Run's ctx ends, requests in flight may go on waiting for
+	// their call (default DefaultGrace). After it they are answered with what is known of
+	// the call and a 503 `draining` error; the call itself goes on and ends in events.
+	Grace time.Duration
+	// Observe, when set, is told the key name and status of every reply (also of
+	// fire-and-forget messages, which get no reply).
+	Observe func(key string, status int)
+	Logger  *slog.Logger
 }
 
-// Door serves invokeari.originate.
+// Door serves invokeari.originate. Run may be called once; the door's goroutines (one
+// per request in flight) all end before Run returns.
 type Door struct {
 	cfg Config
 	log *slog.Logger
@@ -60,59 +84,115 @@ func New(cfg Config) *Door {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.MaxHandlers <= 0 {
-		cfg.MaxHandlers = 1024
+		cfg.MaxHandlers = DefaultMaxHandlers
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = DefaultGrace
 	}
 	return &Door{cfg: cfg, log: cfg.Logger}
 }
 
-// Run subscribes and serves until ctx ends, then drains the subscription and waits for
-// the requests it took to be answered.
+// server is one Run's state: the handlers it started and whether it still starts them.
+type server struct {
+	d    *Door
+	sem  chan struct{}
+	work context.Context // handlers' context: outlives Run's ctx by Grace
+
+	mu      sync.Mutex
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+// Run subscribes and serves until ctx ends. Then it stops taking new messages (the
+// subscription is drained: what the server already sent this daemon is still served,
+// new messages go to the other members of the queue group), lets requests in flight
+// finish for up to Grace, answers the rest, and returns when every handler has replied.
 func (d *Door) Run(ctx context.Context) error {
-	msgs := make(chan *nats.Msg, d.cfg.MaxHandlers)
-	sub, err := d.cfg.Conn.ChanQueueSubscribe(Subject, QueueGroup, msgs)
+	work, cut := context.WithCancel(context.WithoutCancel(ctx))
+	defer cut()
+	s := &server{d: d, sem: make(chan struct{}, d.cfg.MaxHandlers), work: work}
+	sub, err := d.cfg.Conn.QueueSubscribe(Subject, QueueGroup, s.deliver)
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", Subject, err)
 	}
-	// Raise the pending limits so bursts wait rather than being dropped by the client.
-	_ = sub.SetPendingLimits(1<<20, 256<<20)
-	sem := make(chan struct{}, d.cfg.MaxHandlers)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		select {
-		case <-ctx.Done():
-			_ = sub.Unsubscribe()
-			// Take what was already delivered: those senders were told nothing yet.
-			for {
-				select {
-				case m := <-msgs:
-					d.handleAsync(&wg, sem, m)
-				default:
-					return ctx.Err()
-				}
-			}
-		case m := <-msgs:
-			d.handleAsync(&wg, sem, m)
-		}
+	closed := sub.StatusChanged(nats.SubscriptionClosed)
+	if err := sub.SetPendingLimits(pendingMsgs, pendingBytes); err != nil {
+		d.log.Warn("set pending limits", "err", err)
 	}
+	select {
+	case <-ctx.Done():
+	case <-closed:
+		// The connection was closed under the door: it cannot serve any more.
+		s.stop()
+		return fmt.Errorf("subscription %s: %w", Subject, nats.ErrConnectionClosed)
+	}
+
+	grace := time.AfterFunc(d.cfg.Grace, cut)
+	defer grace.Stop()
+	if err := sub.Drain(); err != nil {
+		d.log.Warn("drain subscription", "err", err)
+	}
+	limit := time.NewTimer(d.cfg.Grace + drainSlack)
+	defer limit.Stop()
+	select {
+	case <-closed:
+	case <-limit.C:
+		// NATS never confirmed the drain (e.g. disconnected): stop delivery here.
+		n, _, _ := sub.Pending()
+		d.log.Warn("subscription drain did not finish; unsubscribing", "pending", n)
+		_ = sub.Unsubscribe()
+	}
+	s.stop()
+	return ctx.Err()
 }
 
-func (d *Door) handleAsync(wg *sync.WaitGroup, sem chan struct{}, m *nats.Msg) {
-	sem <- struct{}{}
-	wg.Add(1)
+// stop makes deliver refuse from now on and waits for every handler to reply.
+func (s *server) stop() {
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// deliver is the subscription's callback. It blocks while MaxHandlers requests are in
+// flight, so further messages wait in the subscription's pending buffer.
+func (s *server) deliver(m *nats.Msg) {
+	s.sem <- struct{}{}
+	s.mu.Lock()
+	if s.stopped {
+		// Run has given up on the subscription: answer without dialling, never drop.
+		s.mu.Unlock()
+		<-s.sem
+		s.d.refuse(m, draining("the NATS door has stopped"))
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
 	go func() {
-		defer wg.Done()
-		defer func() { <-sem }()
-		// A request's wait is bounded by the App; the door's own stop does not cut it short.
-		d.handle(context.Background(), m)
+		defer s.wg.Done()
+		defer func() { <-s.sem }()
+		s.d.handle(s.work, m)
 	}()
 }
 
-// handle serves one message.
+// draining is the 503 for a request the stopping door answers before its call's state.
+func draining(msg string) *api.Error {
+	return &api.Error{Status: http.StatusServiceUnavailable, Code: api.CodeDraining, Message: msg}
+}
+
+// handle serves one message. ctx ends when the door's grace after stop has passed.
 func (d *Door) handle(ctx context.Context, m *nats.Msg) {
 	key, req, aerr := d.admit(m)
 	if aerr != nil {
 		d.reply(m, key, aerr, nil)
+		return
+	}
+	if ctx.Err() != nil {
+		// Taken from the pending buffer after the grace: do not dial any more.
+		if req.Release != nil {
+			req.Release()
+		}
+		d.reply(m, key, draining("draining: not accepting new calls"), nil)
 		return
 	}
 	if m.Reply == "" {
@@ -122,6 +202,9 @@ func (d *Door) handle(ctx context.Context, m *nats.Msg) {
 	res, err := d.cfg.Originator.Originate(ctx, req)
 	if err != nil {
 		e := api.FromOriginateError(err)
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			e = draining("daemon stopping: replied before the call reached the awaited state; its outcome follows as events")
+		}
 		var partial *stasisapp.Result
 		if res.Call.ID != "" {
 			partial = &res
@@ -130,14 +213,15 @@ func (d *Door) handle(ctx context.Context, m *nats.Msg) {
 		return
 	}
 	env, status := api.Success(res, req.Wait)
-	d.send(m, key, status, env)
+	d.send(m, key, status, env, 0)
 }
 
-// admit authenticates, validates and admits one message, exactly as the HTTP door does.
+// refuse answers a message that will not be served, without reading it.
+func (d *Door) refuse(m *nats.Msg, e *api.Error) { d.reply(m, "", e, nil) }
+
+// admit authenticates, validates and admits one message, exactly as the HTTP door does
+// (same order: key, size, body, policy, limits).
 func (d *Door) admit(m *nats.Msg) (string, stasisapp.Request, *api.Error) {
-	if len(m.Data) > api.MaxBody {
-		return "", stasisapp.Request{}, api.BodyTooLarge()
-	}
 	var p *api.Principal
 	apiKey := m.Header.Get("X-API-Key")
 	switch {
@@ -148,6 +232,9 @@ func (d *Door) admit(m *nats.Msg) (string, stasisapp.Request, *api.Error) {
 		}
 	default:
 		p = d.cfg.Gate.Internal()
+	}
+	if len(m.Data) > api.MaxBody {
+		return p.Name, stasisapp.Request{}, api.BodyTooLarge()
 	}
 	f, aerr := api.DecodeBody("application/json", m.Data)
 	if aerr == nil {
@@ -176,10 +263,10 @@ func (d *Door) reply(m *nats.Msg, key string, e *api.Error, res *stasisapp.Resul
 	} else {
 		d.log.Info("originate refused", "key", key, "status", status, "code", e.Code, "field", e.Field)
 	}
-	d.send(m, key, status, env)
+	d.send(m, key, status, env, e.RetryAfterSeconds())
 }
 
-func (d *Door) send(m *nats.Msg, key string, status int, env api.Envelope) {
+func (d *Door) send(m *nats.Msg, key string, status int, env api.Envelope, retryAfter int) {
 	if d.cfg.Observe != nil {
 		d.cfg.Observe(key, status)
 	}
@@ -195,6 +282,9 @@ func (d *Door) send(m *nats.Msg, key string, status int, env api.Envelope) {
 	out.Data = body
 	out.Header.Set(StatusHeader, strconv.Itoa(status))
 	out.Header.Set("Content-Type", "application/json")
+	if retryAfter > 0 {
+		out.Header.Set(RetryAfterHeader, strconv.Itoa(retryAfter))
+	}
 	if err := d.cfg.Conn.PublishMsg(out); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		d.log.Warn("send reply", "err", err)
 	}

@@ -96,17 +96,26 @@ func runCall(ctx context.Context, args []string, out io.Writer, getenv func(stri
 		}
 		reply <- b
 	}()
-	for {
+	// Print events as they arrive, and the reply when it comes; stop once both the reply
+	// and the `ended` event are in, or a short while after the reply if `ended` is slow
+	// (wait=accepted/answer replies come before the call ends).
+	var gotReply, ended bool
+	var linger <-chan time.Time
+	for !(gotReply && ended) {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case err := <-errc:
 			return err
+		case <-linger:
+			fmt.Fprintln(out, "(call still in progress; follow it with: invokeari watch "+f.ID+")")
+			return nil
 		case m := <-evs:
 			var ev events.Event
 			if json.Unmarshal(m.Data, &ev) == nil {
 				fmt.Fprintf(out, "event %-9s seq=%d state=%s outcome=%s cause=%d dialstatus=%s\n",
 					ev.Event, ev.Seq, ev.State, ev.Outcome, ev.Cause, ev.DialStatus)
+				ended = ended || ev.Event == events.Ended
 			}
 		case b := <-reply:
 			var pretty bytes.Buffer
@@ -114,9 +123,11 @@ func runCall(ctx context.Context, args []string, out io.Writer, getenv func(stri
 				b = pretty.Bytes()
 			}
 			fmt.Fprintf(out, "reply:\n%s\n", b)
-			return nil
+			gotReply = true
+			linger = time.After(3 * time.Second)
 		}
 	}
+	return nil
 }
 
 func sendCall(ctx context.Context, via, httpURL, key string, f api.Fields, nc *nats.Conn) ([]byte, error) {

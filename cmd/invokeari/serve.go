@@ -334,11 +334,18 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	case runErr = <-errc:
 		log.Error("stopping after a failure", "err", runErr)
 	}
+	// The doors stop taking requests while the calls in flight drain; replies still
+	// waiting get the outcome if it comes within the doors' grace.
 	stopDoors()
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		dctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.DrainTimeout)
+		defer cancel()
+		app.Drain(dctx, 5*time.Second)
+	}()
 	doors.Wait()
-	dctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.DrainTimeout)
-	app.Drain(dctx, 5*time.Second)
-	cancel()
+	<-drained
 	stopApp()
 	fctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	if err := pub.Flush(fctx); err != nil {

@@ -36,7 +36,7 @@ fuzz:
 
 ## faults: the full fault-injection suite with its table
 faults:
-	$(GO) test -race -count=1 -timeout 30m ./internal/faults -run TestFaults -v -args -faults.full
+	$(GO) test -race -count=1 -timeout 30m ./cmd/invokeari -run TestFaults -v -args -faults.full
 
 clean:
 	rm -rf bin data

@@ -159,7 +159,9 @@ func (a *App) sweep(ctx context.Context) {
 				t.mu.Unlock()
 				if overdue {
 					if l := a.links[t.req.Server]; l.ready() {
-						a.checkChannel(ctx, l, t, "no ChannelDestroyed seen after the ring timeout")
+						if a.checkChannel(ctx, l, t) == channelGone {
+							a.endGone(t, "no ChannelDestroyed seen after the ring timeout")
+						}
 					}
 				}
 			}
@@ -167,8 +169,15 @@ func (a *App) sweep(ctx context.Context) {
 	}
 }
 
+// lostGrace is how long a call whose channel was gone at reconcile still waits for its
+// ChannelDestroyed: reconcile runs while the new websocket's first events wait unread,
+// so a channel that ended just after the reconnect has its end in that queue.
+const lostGrace = time.Second
+
 // reconcile runs after each (re)connect, before the link is marked ready: every call
-// tracked on that Asterisk is checked, since nothing is replayed (SPEC §4b.6).
+// tracked on that Asterisk is checked, since nothing is replayed (SPEC §4b.6). Even after
+// an Asterisk restart each call is asked for: an originate that raced the restart may
+// have created its channel on the new Asterisk, and that call is still alive.
 func (a *App) reconcile(ctx context.Context, l *link, reconnect bool) {
 	info, err := l.ARI.AsteriskInfo(ctx)
 	restarted := false
@@ -187,31 +196,60 @@ func (a *App) reconcile(ctx context.Context, l *link, reconnect bool) {
 		}
 	}
 	a.mu.Unlock()
-	for _, t := range calls {
-		if restarted {
-			a.reconciled("restarted")
-			t.mu.Lock()
-			a.applyLocked(t, t.call.Lost("Asterisk restarted while the ARI link was down", time.Now()))
-			t.mu.Unlock()
-			continue
-		}
-		a.checkChannel(ctx, l, t, "channel gone while the ARI link was down")
+	reason := "channel gone while the ARI link was down"
+	if restarted {
+		reason = "Asterisk restarted while the ARI link was down"
 	}
+	var gone []*tracked
+	for _, t := range calls {
+		switch a.checkChannel(ctx, l, t) {
+		case channelGone:
+			if restarted {
+				a.reconciled("restarted")
+			} else {
+				a.reconciled("gone")
+			}
+			gone = append(gone, t)
+		case channelAlive:
+			a.reconciled("alive")
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	a.background(func(ctx context.Context) {
+		select {
+		case <-time.After(lostGrace):
+		case <-ctx.Done():
+		}
+		for _, t := range gone {
+			a.endGone(t, reason)
+		}
+	})
 }
 
-// checkChannel asks Asterisk whether a tracked call's channel still exists. A gone
-// channel whose end was not seen ends the call as tracking lost; a channel waiting in
-// our Stasis app after answer is continued.
-func (a *App) checkChannel(ctx context.Context, l *link, t *tracked, goneReason string) {
+// channelCheck is what GET /channels/{id} said about a call.
+type channelCheck int
+
+const (
+	channelUnknown channelCheck = iota // ARI did not answer
+	channelAlive
+	channelGone
+)
+
+// checkChannel asks Asterisk whether a tracked call's channel still exists. An existing
+// channel's snapshot brings the call up to date (an answer missed while the link was
+// down), and a channel waiting in our Stasis app after answer is continued. A gone
+// channel is only reported: the caller decides when to end the call as lost.
+func (a *App) checkChannel(ctx context.Context, l *link, t *tracked) channelCheck {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	ch, err := l.ARI.GetChannel(cctx, t.req.ID)
 	var ae *ari.Error
 	switch {
 	case err == nil:
-		a.reconciled("alive")
 		t.mu.Lock()
-		if t.resumed {
+		if !t.call.Final() {
 			a.adoptSnapshot(t, ch)
 		}
 		needContinue := ch.State == "Up" && ch.Dialplan.AppName == "Stasis" &&
@@ -223,19 +261,25 @@ func (a *App) checkChannel(ctx context.Context, l *link, t *tracked, goneReason 
 		if needContinue {
 			a.background(func(ctx context.Context) { a.continueCall(ctx, l, t) })
 		}
+		return channelAlive
 	case errors.As(err, &ae) && ae.Status == 404:
-		a.reconciled("gone")
-		t.mu.Lock()
-		reason := goneReason
-		if t.resumed {
-			reason = "daemon restarted: the channel was gone when it looked again (it ended, or was never created, while no daemon followed it)"
-			t.resumed = false
-		}
-		a.applyLocked(t, t.call.Lost(reason, time.Now()))
-		t.mu.Unlock()
+		return channelGone
 	default:
 		a.log.Warn("reconcile call", "call_id", t.req.ID, "err", err)
+		return channelUnknown
 	}
+}
+
+// endGone ends a call whose channel is gone and whose end was not seen as tracking
+// lost (a no-op if its end was seen meanwhile).
+func (a *App) endGone(t *tracked, reason string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.resumed {
+		reason = "daemon restarted: the channel was gone when it looked again (it ended, or was never created, while no daemon followed it)"
+		t.resumed = false
+	}
+	a.applyLocked(t, t.call.Lost(reason, time.Now()))
 }
 
 func (a *App) reconciled(result string) {

@@ -55,8 +55,15 @@ func OpenCallStore(ctx context.Context, js jetstream.JetStream, ttl time.Duratio
 
 func storeKey(server, app, id string) string { return server + "." + app + "." + id }
 
+// ErrStoreUnavailable means NATS is not connected: Save fails at once instead of
+// waiting for its deadline, so the caller can go on and retry later.
+var ErrStoreUnavailable = errors.New("call store unavailable: NATS not connected")
+
 // Save writes c; it returns once JetStream has stored it.
 func (s *CallStore) Save(ctx context.Context, c StoredCall) error {
+	if nc := s.js.Conn(); nc != nil && !nc.IsConnected() {
+		return ErrStoreUnavailable
+	}
 	b, err := json.Marshal(c)
 	if err != nil {
 		return err

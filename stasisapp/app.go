@@ -279,11 +279,21 @@ func (a *App) originate(ctx context.Context, req Request) (res Result, dialled b
 		return Result{}, false, ErrBackpressure
 	}
 	if err := a.save(ctx, l, t, nil); err != nil {
-		a.unregister(t)
-		return Result{}, false, fmt.Errorf("%w: call state store: %w", ErrBackpressure, err)
+		// Events wait in the outbox while NATS is away; the call is dialled and its record
+		// is written by the sweep once the store is back. Until then a daemon crash would
+		// lose it, which the log says.
+		a.log.Warn("call not yet on record for restarts; dialling anyway, the record is retried", "call_id", t.req.ID, "err", err)
+		t.mu.Lock()
+		t.unsaved = true
+		t.mu.Unlock()
 	}
-	a.dial(l, t)
+	dialErr := a.dial(l, t)
 	res, err = a.await(ctx, t, req.Wait)
+	if dialErr != nil {
+		// ARI refused or was not reached: the call has ended failed (and its `ended` event
+		// is out); the door replies 502 with that evidence.
+		return res, true, dialErr
+	}
 	return res, true, err
 }
 
@@ -348,7 +358,7 @@ func (a *App) waitIdle(ctx context.Context) bool {
 }
 
 // dial sends POST /channels and records what ARI said.
-func (a *App) dial(l *link, t *tracked) {
+func (a *App) dial(l *link, t *tracked) error {
 	req := t.req
 	p := ari.OriginateParams{
 		Endpoint:  req.Endpoint,
@@ -365,7 +375,6 @@ func (a *App) dial(l *link, t *tracked) {
 	}
 	ctx, cancel := context.WithTimeout(a.ctx(), 10*time.Second)
 	defer cancel()
-	t.step("ari POST /channels", 0)
 	began := time.Now()
 	ch, err := l.ARI.Originate(ctx, p)
 	a.observeARI("originate", began, err)
@@ -377,7 +386,7 @@ func (a *App) dial(l *link, t *tracked) {
 		changes := t.call.Accepted(ch, ariTime(ch.CreationTime, began))
 		a.applyLocked(t, changes)
 		t.mu.Unlock()
-		return
+		return nil
 	}
 
 	var ae *ari.Error
@@ -387,13 +396,17 @@ func (a *App) dial(l *link, t *tracked) {
 		t.stepLocked("ari POST /channels", ae.Status)
 		changes := t.call.OriginateFailed(ae.Status, ae.Message, time.Now())
 		t.mu.Unlock()
-		if ae.Status == 500 {
+		if isAllocationFailure(ae) {
 			a.refineAllocationFailure(ctx, l, t)
 		}
 		t.mu.Lock()
 		a.applyLocked(t, changes)
 		t.mu.Unlock()
-		return
+		if isAllocationFailure(ae) {
+			// A dial outcome (no such endpoint, offline, unknown technology), not a fault.
+			return nil
+		}
+		return err
 	}
 
 	// ARI was not reached or did not answer in time. The originate may still have
@@ -410,9 +423,16 @@ func (a *App) dial(l *link, t *tracked) {
 	if gerr == nil {
 		t.stepLocked("ari GET /channels/{id}: channel exists", 200)
 		a.applyLocked(t, t.call.Accepted(ch, ariTime(ch.CreationTime, began)))
-		return
+		return nil
 	}
 	a.applyLocked(t, t.call.OriginateFailed(0, "ARI not reached: "+err.Error(), time.Now()))
+	return err
+}
+
+// isAllocationFailure: Asterisk could not create the channel for the endpoint (unknown
+// technology, unknown endpoint, endpoint without contact) — SPEC §4b.5.
+func isAllocationFailure(ae *ari.Error) bool {
+	return ae.Status == 500 && ae.Message == "Allocation failed"
 }
 
 // refineAllocationFailure asks the endpoint's state to tell a missing endpoint
@@ -633,8 +653,10 @@ func (h *linkHandler) Connected(ctx context.Context, reconnect bool) {
 	l.replaced.Store(false)
 	a := h.app
 	a.log.Info("ARI websocket connected", "server", l.Name, "app", l.AppName, "reconnect", reconnect)
-	a.reconcile(ctx, l, reconnect)
 	l.connected.Store(true)
+	// Reconcile off the reader: Asterisk drops a websocket that is not read for its
+	// websocket_write_timeout (100 ms by default), and the calls' own events must keep flowing.
+	a.background(func(ctx context.Context) { a.reconcile(ctx, l, reconnect) })
 }
 
 func (h *linkHandler) Disconnected(err error) {

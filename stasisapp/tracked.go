@@ -34,6 +34,7 @@ type tracked struct {
 	ended       bool          // final outcome published
 	expires     time.Time     // when a finished call is forgotten
 	registered  time.Time     // wall clock at registration
+	unsaved     bool          // dialled without a Store record (store was down); the sweep retries
 
 	// Set for calls restored from the Store by a restarted daemon.
 	resumed  bool         // not yet brought up to date from Asterisk
@@ -153,6 +154,7 @@ func (a *App) sweep(ctx context.Context) {
 			}
 			a.mu.Unlock()
 			for _, t := range stale {
+				a.retrySave(ctx, t)
 				t.mu.Lock()
 				overdue := !t.call.Final() && !t.call.Answered() && t.seq > 0 &&
 					now.Sub(t.began) > t.req.Timeout+a.cfg.ReconcileGrace
@@ -167,6 +169,22 @@ func (a *App) sweep(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// retrySave writes the Store record of a call dialled while the store was down.
+func (a *App) retrySave(ctx context.Context, t *tracked) {
+	t.mu.Lock()
+	unsaved := t.unsaved && !t.ended
+	t.mu.Unlock()
+	if !unsaved {
+		return
+	}
+	if err := a.save(ctx, a.links[t.req.Server], t, nil); err != nil {
+		return
+	}
+	t.mu.Lock()
+	t.unsaved = false
+	t.mu.Unlock()
 }
 
 // lostGrace is how long a call whose channel was gone at reconcile still waits for its

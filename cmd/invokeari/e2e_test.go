@@ -175,3 +175,36 @@ func TestIdempotency(t *testing.T) {
 	}
 	e.streamEvents(t, events.Subject(id, events.Ended), 1)
 }
+
+// TestARIErrorIs502: when ARI refuses the originate for a reason that is not a dial
+// outcome (here 409: a channel with that id already exists, created behind our back),
+// the reply is 502 with ARI's status and message, and the call still ends once (failed).
+func TestARIErrorIs502(t *testing.T) {
+	e := startEnv(t, "")
+	id := "taken-id-1"
+	q := url.Values{"endpoint": {"PJSIP/ring"}, "app": {"someone-else"}, "channelId": {id}, "timeout": {"5"}}
+	req, err := http.NewRequest(http.MethodPost, e.sim.URL()+"/channels?"+q.Encode(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(testARIUser, testARIPass)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("direct originate: %d", resp.StatusCode)
+	}
+	r := e.post(url.Values{"d": {"PJSIP/busy"}, "c": {"confirmcode"}, "e": {"s"}, "id": {id}}, nil)
+	if r.Status != http.StatusBadGateway || r.Envelope.Error == nil || r.Envelope.Error.Code != "ari_error" {
+		t.Fatalf("reply %d: %s", r.Status, r.Raw)
+	}
+	if r.Envelope.Response.HTTPCode != 409 || !strings.Contains(string(r.Envelope.Response.Response), "already exists") {
+		t.Errorf("response = %d %s, want ARI's 409 body", r.Envelope.Response.HTTPCode, r.Envelope.Response.Response)
+	}
+	evs := e.streamEvents(t, events.Subject(id, events.Ended), 1)
+	if evs[0].Outcome != events.Failed {
+		t.Errorf("ended outcome %q, want failed", evs[0].Outcome)
+	}
+}

@@ -297,7 +297,8 @@ func TestNATSRestartMidCall(t *testing.T) {
 	e.waitReady(false)
 	// Calls placed while NATS is down (over HTTP): either carried out (their events wait
 	// in the outbox) or refused with 503 before anything is dialled; never half done.
-	// (One call: a refusal may take the call state store's 5s timeout.)
+	// (The store fails fast while NATS is down, so such a call is dialled and its
+	// events wait in the outbox.)
 	for i := range 1 {
 		id := fmt.Sprintf("rs-down-%d", i)
 		r := e.postBody("application/json", jsonBody(t, map[string]string{"d": "PJSIP/busy", "c": "confirmcode", "e": "s", "id": id, "wait": "end"}), nil)
@@ -331,7 +332,11 @@ func TestNATSRestartMidCall(t *testing.T) {
 	checkCallEvents(t, got, ids, want)
 	sort.Strings(ids)
 	for _, id := range ids {
-		if len(got[id]) < 3 {
+		min := 2 // initiated, ended (busy)
+		if _, rang := ringing[id]; rang {
+			min = 3 // initiated, ringing, ended
+		}
+		if len(got[id]) < min {
 			t.Errorf("call %s: only %d events", id, len(got[id]))
 		}
 	}

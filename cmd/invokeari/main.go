@@ -22,6 +22,7 @@ commands:
   sim        run the Asterisk simulator alone (ARI on 127.0.0.1:8088)
   call       place a call over HTTP or NATS and print its progress
   watch      follow call events live, or replay them from the stream
+  bench      run the published benchmark and write BENCHMARKS.md
   hash-key   print the sha256 of an API key for the config's keys[].sha256
 `
 
@@ -61,6 +62,8 @@ func run(ctx context.Context, cmd string, args []string, out io.Writer, getenv f
 		return runCall(ctx, args, out, getenv)
 	case "watch":
 		return runWatch(ctx, args, out, getenv)
+	case "bench":
+		return runBench(ctx, args, out)
 	case "hash-key":
 		return hashKey(args, out)
 	case "help", "-h", "--help":

@@ -73,6 +73,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil {
 		body, _ = io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	}
+	s.mu.Lock()
+	stopped := s.stopped
+	s.mu.Unlock()
+	if stopped {
+		refuse(w)
+		return
+	}
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() {
 		s.mu.Lock()
@@ -96,6 +103,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.route(sw, r, parts, body)
+}
+
+// refuse closes the client's TCP connection without an answer: a stopped Asterisk.
+func refuse(w http.ResponseWriter) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		writeMsg(w, http.StatusServiceUnavailable, "Asterisk not booted")
+		return
+	}
+	_ = conn.Close()
 }
 
 func methodNotAllowed(w http.ResponseWriter, allow string) {
@@ -314,7 +331,8 @@ func (s *Server) originate(w http.ResponseWriter, r *http.Request, body []byte, 
 	}
 	tech, res := splitEndpoint(endpoint)
 	local := tech == "Local"
-	if (id != "" && s.channels[id] != nil) || (local && other != "" && s.channels[other] != nil) {
+	if (id != "" && s.channels[id] != nil) || (local && other != "" && s.channels[other] != nil) ||
+		(local && other == "" && id != "" && s.channels[id+";2"] != nil) {
 		s.mu.Unlock()
 		writeMsg(w, http.StatusConflict, "Channel with given unique ID already exists")
 		return
@@ -357,7 +375,12 @@ func (s *Server) originate(w http.ResponseWriter, r *http.Request, body []byte, 
 		c.dialstring = res
 		o.name = "Local/" + res + "-" + seq + ";1"
 		o.ctx, o.exten = c.lctx, c.lexten
-		if other == "" {
+		switch {
+		case other != "":
+		case p.get("channelId") != "" || pathID != "":
+			// Asterisk names the ;2 half after a client-chosen id: "<id>;2".
+			other = id + ";2"
+		default:
 			other = s.newID()
 		}
 		pc := &channel{call: c, id: other, name: "Local/" + res + "-" + seq + ";2", state: "Ring", callerName: name, callerNum: number,
@@ -603,9 +626,18 @@ func (s *Server) appKnown(app string) bool {
 	return false
 }
 
+// allTopics is the Application object's subscriptions while its websocket has
+// subscribeAll=true: the "all" topics replace every explicit subscription.
+const allTopics = `,"channel_ids":["__AST_CHANNEL_ALL_TOPIC"],"bridge_ids":["__AST_BRIDGE_ALL_TOPIC"],` +
+	`"endpoint_ids":["__AST_ENDPOINT_ALL_TOPIC"],"device_names":["__AST_DEVICE_STATE_ALL_TOPIC"],` +
+	`"events_allowed":[],"events_disallowed":[]}`
+
 func (s *Server) appendApp(b []byte, app string) []byte {
 	b = append(b, `{"name":`...)
 	b = appendStr(b, app)
+	if c := s.apps[app]; c != nil && c.all {
+		return append(b, allTopics...)
+	}
 	b = append(b, `,"channel_ids":[`...)
 	n := 0
 	for _, ch := range s.sortedChannels() {

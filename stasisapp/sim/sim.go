@@ -122,6 +122,7 @@ type Server struct {
 	nameSeq    uint32
 	startup    time.Time
 	bootUntil  time.Time
+	stopped    bool // between Stop and Start: every connection is closed unanswered
 	closed     bool
 
 	ln   net.Listener
@@ -279,11 +280,22 @@ func (s *Server) DropWebsockets() {
 	}
 }
 
-// Restart behaves like `core restart now`: every channel gets ChannelHangupRequest
-// cause 4 (soft), StasisEnd if in Stasis and ChannelDestroyed cause 0; then every
-// websocket is closed without a close frame, upgrades answer 503 "Asterisk not booted"
-// for BootDelay, and /asterisk/info shows a new startup_time. Nothing is replayed.
+// Restart behaves like `core restart now`: Stop, then Start at once. Every channel gets
+// ChannelHangupRequest cause 4 (soft), StasisEnd if in Stasis and ChannelDestroyed
+// cause 0; then every websocket is closed without a close frame, upgrades answer 503
+// "Asterisk not booted" for BootDelay, and /asterisk/info shows a new startup_time.
+// Nothing is replayed.
 func (s *Server) Restart(ctx context.Context) {
+	s.Stop(ctx)
+	s.Boot()
+}
+
+// Stop behaves like `core stop now`: every call is shut down as by Restart and every
+// websocket is closed without a close frame once its queued events are written. Until
+// Boot, every HTTP request and websocket upgrade has its TCP connection closed without
+// an answer, which a client sees as a failed connection like Asterisk's refused one. The
+// listener stays open so the URL stays valid.
+func (s *Server) Stop(ctx context.Context) {
 	s.mu.Lock()
 	seen := map[*call]bool{}
 	for _, ch := range s.sortedChannels() {
@@ -293,12 +305,7 @@ func (s *Server) Restart(ctx context.Context) {
 		seen[ch.call] = true
 		s.shutdownCall(ch.call)
 	}
-	now := time.Now()
-	s.startup = now
-	s.epoch = now.Unix()
-	s.uniq = 0
-	s.nameSeq = 0
-	s.bootUntil = now.Add(s.cfg.BootDelay)
+	s.stopped = true
 	conns := make([]*wsConn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
@@ -307,6 +314,22 @@ func (s *Server) Restart(ctx context.Context) {
 	for _, c := range conns {
 		c.closeAfterFlush(ctx)
 	}
+}
+
+// Boot starts a stopped Asterisk again (the `asterisk` command after `core stop now`):
+// new startup_time, uniqueids and channel names count from 0 again, and websocket
+// upgrades answer 503 "Asterisk not booted" for BootDelay. On a running server it only
+// resets those counters and the startup_time.
+func (s *Server) Boot() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	s.stopped = false
+	s.startup = now
+	s.epoch = now.Unix()
+	s.uniq = 0
+	s.nameSeq = 0
+	s.bootUntil = now.Add(s.cfg.BootDelay)
 }
 
 // dur scales a simulated duration.

@@ -129,3 +129,33 @@ func TestManyRingingCallsAreCheap(t *testing.T) {
 		t.Errorf("Originates() = %d, want %d", got, n)
 	}
 }
+
+func TestStopRefusesUntilBoot(t *testing.T) {
+	s := startSim(t, Config{})
+	ping := func() (int, error) {
+		req, _ := http.NewRequest(http.MethodGet, s.URL()+"/asterisk/ping", nil)
+		req.SetBasicAuth("invokeari", "secret")
+		resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	tests := []struct {
+		name    string
+		act     func()
+		wantErr bool
+	}{
+		{"running", func() {}, false},
+		{"stopped", func() { s.Stop(context.Background()) }, true},
+		{"booted", s.Boot, false},
+	}
+	for _, tt := range tests {
+		tt.act()
+		code, err := ping()
+		if gotErr := err != nil; gotErr != tt.wantErr || (!tt.wantErr && code != http.StatusOK) {
+			t.Errorf("%s: ping status %d err %v, want error %v", tt.name, code, err, tt.wantErr)
+		}
+	}
+}

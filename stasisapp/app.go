@@ -268,6 +268,7 @@ func (a *App) originate(ctx context.Context, req Request) (res Result, dialled b
 	if existing {
 		res, err := a.await(ctx, t, req.Wait)
 		res.Replayed = true
+		res.Transcript = append(res.Transcript, Step{Step: "idempotent repeat: the existing call, not dialled again"})
 		return res, false, err
 	}
 	if !l.ready() {

@@ -85,12 +85,6 @@ func fingerprint(r Request) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-func (t *tracked) step(s string, code int) {
-	t.mu.Lock()
-	t.stepLocked(s, code)
-	t.mu.Unlock()
-}
-
 func (t *tracked) stepLocked(s string, code int) {
 	if len(t.transcript) >= maxTranscript {
 		return

@@ -159,6 +159,9 @@ func TestIdempotency(t *testing.T) {
 		if r.Status != 200 || r.Envelope.Call == nil || r.Envelope.Call.ID != id || r.Envelope.Call.Outcome != events.Rejected {
 			t.Errorf("retry: %d %s", r.Status, r.Raw)
 		}
+		if !strings.Contains(r.Raw, "idempotent repeat") {
+			t.Errorf("retry transcript does not say it is a repeat: %s", r.Raw)
+		}
 	}
 	hdr := e.post(url.Values{"d": {"PJSIP/decline"}, "c": {"confirmcode"}, "e": {"s"}, "wait": {"end"}},
 		map[string]string{"Idempotency-Key": id})

@@ -75,6 +75,14 @@ type testEnv struct {
 	cancel context.CancelFunc
 	done   chan error
 	d      *daemon
+	client *http.Client // nil: http.DefaultClient
+}
+
+func (e *testEnv) http() *http.Client {
+	if e.client != nil {
+		return e.client
+	}
+	return http.DefaultClient
 }
 
 // startEnv starts sim + NATS + the daemon (through runDaemon, the real wiring) and waits
@@ -108,7 +116,7 @@ func (e *testEnv) waitReady(want bool) map[string]any {
 	deadline := time.Now().Add(15 * time.Second)
 	var last map[string]any
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(e.base + "/readyz")
+		resp, err := e.http().Get(e.base + "/readyz")
 		if err == nil {
 			last = map[string]any{}
 			_ = json.NewDecoder(resp.Body).Decode(&last)
@@ -174,7 +182,7 @@ func (e *testEnv) postBody(contentType, body string, hdr map[string]string) repl
 			req.Header.Set(k, v)
 		}
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.http().Do(req)
 	if err != nil {
 		e.t.Fatalf("POST: %v", err)
 	}

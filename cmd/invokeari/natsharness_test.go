@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,6 +31,8 @@ type envOptions struct {
 	nats      *natstest.Server // nil: a new in-process NATS
 	app       string           // Stasis app name; default invokeari-test
 	natsExtra string           // extra flow-mapping entries of `nats:`, e.g. "require_key: true"
+	httpExtra string           // extra flow-mapping entries of `http:`, e.g. "tls_cert: …"
+	client    *http.Client     // HTTP client for the door (e.g. one trusting a test CA)
 	extraYAML string           // appended top-level YAML
 }
 
@@ -52,12 +55,15 @@ func startEnvWith(t *testing.T, o envOptions) *testEnv {
 	if o.app == "" {
 		o.app = "invokeari-test"
 	}
-	natsExtra := ""
+	natsExtra, httpExtra := "", ""
 	if o.natsExtra != "" {
 		natsExtra = ", " + o.natsExtra
 	}
+	if o.httpExtra != "" {
+		httpExtra = ", " + o.httpExtra
+	}
 	sum := sha256.Sum256([]byte(testAPIKey))
-	cfgYAML := fmt.Sprintf(`http: {listen: "127.0.0.1:0"}
+	cfgYAML := fmt.Sprintf(`http: {listen: "127.0.0.1:0"%s}
 asterisk:
   - name: pbx1
     url: %s
@@ -71,13 +77,13 @@ keys:
 defaults: {timeout: 30s, wait: answer}
 limits: {drain_timeout: 5s}
 log: {level: debug}
-%s`, s.URL(), testARIUser, o.app, ns.URL, natsExtra, hex.EncodeToString(sum[:]), o.extraYAML)
+%s`, httpExtra, s.URL(), testARIUser, o.app, ns.URL, natsExtra, hex.EncodeToString(sum[:]), o.extraYAML)
 	path := filepath.Join(t.TempDir(), "invokeari.yaml")
 	if err := os.WriteFile(path, []byte(cfgYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	env := map[string]string{"TEST_ARI_PASSWORD": testARIPass}
-	e := &testEnv{t: t, sim: s, nats: ns, logs: &syncBuffer{}, done: make(chan error, 1)}
+	e := &testEnv{t: t, sim: s, nats: ns, logs: &syncBuffer{}, done: make(chan error, 1), client: o.client}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	started := make(chan string, 1)
@@ -85,9 +91,13 @@ log: {level: debug}
 		e.done <- runDaemon(ctx, serveOptions{configPath: path, out: e.logs, getenv: func(k string) string { return env[k] },
 			started: func(addr string, d *daemon) { e.d = d; started <- addr }})
 	}()
+	scheme := "http://"
+	if o.httpExtra != "" && strings.Contains(o.httpExtra, "tls_cert") {
+		scheme = "https://"
+	}
 	select {
 	case addr := <-started:
-		e.base = "http://" + addr
+		e.base = scheme + addr
 	case err := <-e.done:
 		t.Fatalf("daemon stopped before it started: %v\nlogs:\n%s", err, e.logs.String())
 	case <-time.After(20 * time.Second):

@@ -2,6 +2,8 @@ package stasisapp
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -72,6 +74,22 @@ type Config struct {
 	ReconcileGrace time.Duration
 	// Hooks observe the App for metrics; all optional.
 	Hooks Hooks
+	// Dynamic, when set, lets requests carry their own Asterisk (Request.Dynamic): a
+	// link to it is made on first use and closed when idle. Nil refuses such requests.
+	Dynamic *DynamicConfig
+}
+
+// DynamicConfig configures links to Asterisks named in requests.
+type DynamicConfig struct {
+	// AppName is our Stasis application name on every dynamic Asterisk.
+	AppName string
+	// Connect builds the ARI client of a dynamic Asterisk; it must not contact it (the
+	// App runs the client's Run). Required.
+	Connect func(s DynamicServer) (Asterisk, error)
+	// IdleTimeout closes a dynamic link after this long without calls (default 5m).
+	IdleTimeout time.Duration
+	// ConnectWait is how long an originate waits for a new link's websocket (default 3s).
+	ConnectWait time.Duration
 }
 
 // Hooks are optional observers (metrics).
@@ -91,8 +109,12 @@ type Hooks struct {
 type App struct {
 	cfg   Config
 	log   *slog.Logger
-	links map[string]*link
-	names []string
+	names []string // configured servers, sorted
+
+	linksMu    sync.RWMutex
+	links      map[string]*link // configured and dynamic links, by server name
+	linksDone  bool             // Run has ended: no new dynamic link may start
+	dynRunning sync.WaitGroup   // Run goroutines of dynamic links
 
 	mu       sync.Mutex
 	active   map[string]*tracked // by call id = channel id
@@ -112,6 +134,14 @@ type link struct {
 	replaced    atomic.Bool
 	reason      atomic.Pointer[string]
 	startupTime atomic.Pointer[time.Time]
+
+	// Dynamic links only.
+	dynamic  bool
+	credSum  [32]byte           // SHA-256 of user and password the link was made with
+	up       chan struct{}      // closed on the first websocket connect
+	upOnce   sync.Once          //
+	stop     context.CancelFunc // ends the link's Run
+	lastUsed atomic.Int64       // unix nanoseconds of the last originate or active call
 }
 
 // New builds an App; it starts nothing (see Run).
@@ -137,6 +167,19 @@ func New(cfg Config) (*App, error) {
 	if cfg.ReconcileGrace <= 0 {
 		cfg.ReconcileGrace = 15 * time.Second
 	}
+	if cfg.Dynamic != nil {
+		d := *cfg.Dynamic // defaults go into a copy, not the caller's struct
+		if d.AppName == "" || d.Connect == nil {
+			return nil, errors.New("stasisapp: dynamic servers need an app name and a Connect function")
+		}
+		if d.IdleTimeout <= 0 {
+			d.IdleTimeout = 5 * time.Minute
+		}
+		if d.ConnectWait <= 0 {
+			d.ConnectWait = 3 * time.Second
+		}
+		cfg.Dynamic = &d
+	}
 	a := &App{
 		cfg:      cfg,
 		log:      cfg.Logger,
@@ -147,6 +190,9 @@ func New(cfg Config) (*App, error) {
 	for _, s := range cfg.Servers {
 		if s.Name == "" || s.AppName == "" || s.ARI == nil {
 			return nil, fmt.Errorf("stasisapp: server %q: name, app name and ARI client are required", s.Name)
+		}
+		if IsDynamicName(s.Name) {
+			return nil, fmt.Errorf("stasisapp: server %q: that name form is reserved for dynamic servers", s.Name)
 		}
 		if _, dup := a.links[s.Name]; dup {
 			return nil, fmt.Errorf("stasisapp: server %q configured twice", s.Name)
@@ -168,9 +214,9 @@ func (a *App) Run(ctx context.Context) error {
 		return fmt.Errorf("resume calls: %w", err)
 	}
 	var wg sync.WaitGroup
-	errs := make(chan error, len(a.links)+1)
+	errs := make(chan error, len(a.names)+1)
 	for _, name := range a.names {
-		l := a.links[name]
+		l := a.link(name)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -186,6 +232,10 @@ func (a *App) Run(ctx context.Context) error {
 		a.sweep(ctx)
 	}()
 	wg.Wait()
+	a.linksMu.Lock()
+	a.linksDone = true // ctx is done: dynamic links are stopping and no new one starts
+	a.linksMu.Unlock()
+	a.dynRunning.Wait()
 	a.bg.Wait()
 	close(errs)
 	return errors.Join(collect(errs)...)
@@ -213,20 +263,32 @@ type LinkStatus struct {
 	App       string `json:"app"`
 	Connected bool   `json:"connected"`
 	Reason    string `json:"reason,omitempty"`
+	// Dynamic marks a link to an Asterisk named in a request (not configured); it does
+	// not count towards the daemon's readiness.
+	Dynamic bool `json:"dynamic,omitempty"`
 }
 
-// Status reports every Asterisk link, sorted by name.
+// Status reports every Asterisk link, configured and dynamic, sorted by name.
 func (a *App) Status() []LinkStatus {
-	out := make([]LinkStatus, 0, len(a.names))
-	for _, name := range a.names {
-		l := a.links[name]
-		st := LinkStatus{Name: name, App: l.AppName, Connected: l.ready()}
+	a.linksMu.RLock()
+	out := make([]LinkStatus, 0, len(a.links))
+	for name, l := range a.links {
+		st := LinkStatus{Name: name, App: l.AppName, Connected: l.ready(), Dynamic: l.dynamic}
 		if !st.Connected {
 			st.Reason = *l.reason.Load()
 		}
 		out = append(out, st)
 	}
+	a.linksMu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// link returns the link of a server, configured or dynamic, or nil.
+func (a *App) link(name string) *link {
+	a.linksMu.RLock()
+	defer a.linksMu.RUnlock()
+	return a.links[name]
 }
 
 // PublishFailures counts events the publisher refused (it only refuses when stopping).
@@ -257,9 +319,9 @@ func (a *App) originate(ctx context.Context, req Request) (res Result, dialled b
 	if a.draining.Load() {
 		return Result{}, false, ErrDraining
 	}
-	l, ok := a.links[req.Server]
-	if !ok {
-		return Result{}, false, fmt.Errorf("%w: %q", ErrUnknownServer, req.Server)
+	l, err := a.linkFor(ctx, req)
+	if err != nil {
+		return Result{}, false, err
 	}
 	t, existing, err := a.register(req)
 	if err != nil {
@@ -296,6 +358,138 @@ func (a *App) originate(ctx context.Context, req Request) (res Result, dialled b
 		return res, true, dialErr
 	}
 	return res, true, err
+}
+
+// ErrDynamicCredentials: a dynamic Asterisk already has a working link made with other
+// ARI credentials; the request's credentials are refused.
+var ErrDynamicCredentials = errors.New("ARI credentials differ from those of the open link to that Asterisk")
+
+// linkFor returns the link of req's server: a configured one or, for a dynamic request,
+// its link, made and started on first use. A new link is waited for up to ConnectWait;
+// a link still not up then is reported by the caller as ErrNotConnected.
+func (a *App) linkFor(ctx context.Context, req Request) (*link, error) {
+	if req.Dynamic == nil {
+		if l := a.link(req.Server); l != nil && !l.dynamic {
+			return l, nil
+		}
+		return nil, fmt.Errorf("%w: %q", ErrUnknownServer, req.Server)
+	}
+	d := a.cfg.Dynamic
+	if d == nil || req.Server != DynamicServerName(req.Dynamic.URL) {
+		return nil, fmt.Errorf("%w: %q (no dynamic servers here)", ErrUnknownServer, req.Server)
+	}
+	l, err := a.dynamicLink(*req.Dynamic, req.Server)
+	if err != nil {
+		return nil, err
+	}
+	l.touch()
+	timer := time.NewTimer(d.ConnectWait)
+	defer timer.Stop()
+	select {
+	case <-l.up:
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	l.touch()
+	return l, nil
+}
+
+func credSum(user, pass string) [32]byte {
+	h := sha256.New()
+	h.Write([]byte(user))
+	h.Write([]byte{0})
+	h.Write([]byte(pass))
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+// dynamicLink returns the link to a dynamic Asterisk, making and starting it under the
+// App's run context when there is none. A link made with other credentials is replaced
+// if it never connected (wrong credentials must not hold the server hostage) and
+// refused otherwise.
+func (a *App) dynamicLink(ds DynamicServer, name string) (*link, error) {
+	sum := credSum(ds.Username, ds.Password)
+	a.linksMu.Lock()
+	defer a.linksMu.Unlock()
+	if l := a.links[name]; l != nil {
+		if subtle.ConstantTimeCompare(sum[:], l.credSum[:]) == 1 {
+			return l, nil
+		}
+		if l.hasConnected() {
+			return nil, fmt.Errorf("%w: %s", ErrDynamicCredentials, name)
+		}
+		a.log.Info("replacing dynamic ARI link that never connected", "server", name)
+		l.stop()
+		delete(a.links, name)
+	}
+	p := a.runCtx.Load()
+	if a.linksDone || p == nil || (*p).Err() != nil {
+		return nil, fmt.Errorf("%w: %s (the Stasis app is not running)", ErrNotConnected, name)
+	}
+	c, err := a.cfg.Dynamic.Connect(ds)
+	if err != nil {
+		return nil, fmt.Errorf("dynamic server %s: %w", name, err)
+	}
+	l := &link{Server: Server{Name: name, AppName: a.cfg.Dynamic.AppName, ARI: c}, dynamic: true,
+		credSum: sum, up: make(chan struct{})}
+	l.setReason("not connected yet")
+	lctx, stop := context.WithCancel(*p)
+	l.stop = stop
+	a.links[name] = l
+	a.log.Info("opening dynamic ARI link", "server", name, "ari", ds)
+	a.dynRunning.Add(1)
+	go func() {
+		defer a.dynRunning.Done()
+		defer stop()
+		err := c.Run(lctx, &linkHandler{app: a, link: l})
+		if err != nil && !errors.Is(err, context.Canceled) {
+			a.log.Warn("dynamic ARI link ended", "server", name, "err", err)
+		}
+		l.connected.Store(false)
+		l.setReason("dynamic link closed")
+	}()
+	return l, nil
+}
+
+func (l *link) touch() { l.lastUsed.Store(time.Now().UnixNano()) }
+
+// hasConnected reports whether a dynamic link's websocket ever connected.
+func (l *link) hasConnected() bool {
+	select {
+	case <-l.up:
+		return true
+	default:
+		return false
+	}
+}
+
+// closeIdleLinks closes dynamic links without a call in flight for IdleTimeout.
+// active lists every call in flight.
+func (a *App) closeIdleLinks(now time.Time, active []*tracked) {
+	if a.cfg.Dynamic == nil {
+		return
+	}
+	busy := make(map[string]bool)
+	for _, t := range active {
+		busy[t.req.Server] = true
+	}
+	a.linksMu.Lock()
+	defer a.linksMu.Unlock()
+	for name, l := range a.links {
+		if !l.dynamic {
+			continue
+		}
+		if busy[name] {
+			l.lastUsed.Store(now.UnixNano())
+			continue
+		}
+		if now.Sub(time.Unix(0, l.lastUsed.Load())) > a.cfg.Dynamic.IdleTimeout {
+			a.log.Info("closing idle dynamic ARI link", "server", name)
+			l.stop()
+			delete(a.links, name)
+		}
+	}
 }
 
 // register claims the call id before anything is sent to Asterisk, so no early event can
@@ -651,6 +845,9 @@ func (h *linkHandler) Connected(ctx context.Context, reconnect bool) {
 	a := h.app
 	a.log.Info("ARI websocket connected", "server", l.Name, "app", l.AppName, "reconnect", reconnect)
 	l.connected.Store(true)
+	if l.dynamic {
+		l.upOnce.Do(func() { close(l.up) })
+	}
 	// Reconcile off the reader: Asterisk drops a websocket that is not read for its
 	// websocket_write_timeout (100 ms by default), and the calls' own events must keep flowing.
 	linkUp := time.Now()
@@ -680,10 +877,13 @@ func (a *App) Drain(ctx context.Context, hangupWait time.Duration) {
 	a.mu.Unlock()
 	a.log.Warn("drain deadline reached; hanging up calls still in flight", "calls", len(rest))
 	for _, t := range rest {
-		l := a.links[t.req.Server]
+		l := a.link(t.req.Server)
 		t.mu.Lock()
 		t.call.Canceling("shutdown")
 		t.mu.Unlock()
+		if l == nil {
+			continue // a resumed call on a dynamic server: no link to hang up with
+		}
 		hctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		if err := l.ARI.Hangup(hctx, t.req.ID, ""); err != nil {
 			a.log.Warn("hang up on drain", "call_id", t.req.ID, "err", err)

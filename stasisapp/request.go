@@ -4,6 +4,10 @@
 package stasisapp
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/invokeari/invokeari/events"
@@ -20,7 +24,7 @@ const (
 )
 
 // Request is one validated originate command. The front doors build it; nothing in it
-// is a secret.
+// is a secret except Dynamic's credentials, which are never persisted or published.
 type Request struct {
 	ID        string            // call id = ARI channel id; chosen by the caller or generated
 	Server    string            // configured Asterisk name
@@ -36,6 +40,46 @@ type Request struct {
 	// Release, when set, is called exactly once: when the call has ended, or when it was
 	// refused before anything reached Asterisk. Front doors use it to free admission slots.
 	Release func() `json:"-"`
+	// Dynamic is set when the request names an Asterisk that is not configured (the
+	// front door's opt-in dynamic_servers); Server is then DynamicServerName(Dynamic.URL).
+	// It holds secrets: it is never persisted (the Request JSON is stored), published
+	// or logged, so a restarted daemon cannot follow such a call (it ends unknown).
+	Dynamic *DynamicServer `json:"-"`
+}
+
+// DynamicServer is an Asterisk a request named by URL with its own ARI credentials.
+type DynamicServer struct {
+	URL      string // normalised ARI base URL, scheme://host[:port]/ari
+	Username string
+	Password string // secret: never logged (see String and LogValue)
+}
+
+// String shows the URL and user only; the password is never printed.
+func (d DynamicServer) String() string { return d.URL + " (user " + d.Username + ")" }
+
+// LogValue keeps the password out of structured logs.
+func (d DynamicServer) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("url", d.URL), slog.String("user", d.Username))
+}
+
+// DynamicPrefix starts the name of every dynamic server; configured names cannot use it.
+const DynamicPrefix = "dyn-"
+
+// DynamicServerName is the server name of a dynamic Asterisk: a digest of its URL, so
+// it is a valid NATS subject token and KV key and leaks no host in metric labels.
+func DynamicServerName(url string) string {
+	sum := sha256.Sum256([]byte(url))
+	return DynamicPrefix + hex.EncodeToString(sum[:8])
+}
+
+// IsDynamicName reports whether name has the form DynamicServerName gives.
+func IsDynamicName(name string) bool {
+	rest, ok := strings.CutPrefix(name, DynamicPrefix)
+	if !ok || len(rest) != 16 {
+		return false
+	}
+	_, err := hex.DecodeString(rest)
+	return err == nil
 }
 
 // EventRequest is the request as carried in published events (no secrets).

@@ -51,21 +51,40 @@ func (a *App) resume(ctx context.Context) error {
 		return nil
 	}
 	for _, name := range a.names {
-		l := a.links[name]
+		l := a.link(name)
 		stored, err := a.cfg.Store.Load(ctx, l.Name, l.AppName)
 		if err != nil {
 			return err
 		}
 		for _, sc := range stored {
-			if err := a.resumeOne(ctx, l, sc); err != nil {
+			if err := a.resumeOne(ctx, l.Name, sc); err != nil {
 				return fmt.Errorf("call %s: %w", sc.ID, err)
 			}
+		}
+	}
+	if a.cfg.Dynamic == nil {
+		return nil
+	}
+	// Calls on dynamic servers: their names are not known in advance, so every server's
+	// calls of the dynamic app are listed ("*" is a wildcard for the store) and those of
+	// dynamic servers kept.
+	stored, err := a.cfg.Store.Load(ctx, "*", a.cfg.Dynamic.AppName)
+	if err != nil {
+		return err
+	}
+	for _, sc := range stored {
+		if !IsDynamicName(sc.Server) {
+			continue
+		}
+		if err := a.resumeOne(ctx, sc.Server, sc); err != nil {
+			return fmt.Errorf("call %s: %w", sc.ID, err)
 		}
 	}
 	return nil
 }
 
-func (a *App) resumeOne(ctx context.Context, l *link, sc events.StoredCall) error {
+// resumeOne restores one stored call of server.
+func (a *App) resumeOne(ctx context.Context, server string, sc events.StoredCall) error {
 	var req Request
 	if err := json.Unmarshal(sc.Request, &req); err != nil {
 		return err
@@ -100,12 +119,21 @@ func (a *App) resumeOne(ctx context.Context, l *link, sc events.StoredCall) erro
 		a.mu.Unlock()
 		return nil
 	}
-	t.resumed = true
 	t.ariStatus = 200
 	a.mu.Lock()
 	a.active[sc.ID] = t
 	a.mu.Unlock()
-	a.log.Info("resuming call recorded by a previous run", "call_id", sc.ID, "server", l.Name, "last_event", t.lastKind)
+	if IsDynamicName(server) {
+		// A call on a dynamic server: its ARI credentials were never stored (they are
+		// secrets), so this daemon cannot reach that Asterisk to follow the call. It ends
+		// unknown, with the reason, rather than staying open forever.
+		t.mu.Lock()
+		a.applyLocked(t, t.call.Lost("daemon restarted: the call was on a dynamic ARI server whose credentials are never stored, so it cannot be followed", time.Now()))
+		t.mu.Unlock()
+		return nil
+	}
+	t.resumed = true
+	a.log.Info("resuming call recorded by a previous run", "call_id", sc.ID, "server", server, "last_event", t.lastKind)
 	return nil
 }
 

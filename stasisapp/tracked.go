@@ -148,6 +148,7 @@ func (a *App) sweep(ctx context.Context) {
 				stale = append(stale, t)
 			}
 			a.mu.Unlock()
+			a.closeIdleLinks(now, stale)
 			for _, t := range stale {
 				a.retrySave(ctx, t)
 				t.mu.Lock()
@@ -155,7 +156,7 @@ func (a *App) sweep(ctx context.Context) {
 					now.Sub(t.began) > t.req.Timeout+a.cfg.ReconcileGrace
 				t.mu.Unlock()
 				if overdue {
-					if l := a.links[t.req.Server]; l.ready() {
+					if l := a.link(t.req.Server); l != nil && l.ready() {
 						if a.checkChannel(ctx, l, t) == channelGone {
 							a.endGone(t, "no ChannelDestroyed seen after the ring timeout")
 						}
@@ -174,7 +175,11 @@ func (a *App) retrySave(ctx context.Context, t *tracked) {
 	if !unsaved {
 		return
 	}
-	if err := a.save(ctx, a.links[t.req.Server], t, nil); err != nil {
+	l := a.link(t.req.Server)
+	if l == nil {
+		return
+	}
+	if err := a.save(ctx, l, t, nil); err != nil {
 		return
 	}
 	t.mu.Lock()

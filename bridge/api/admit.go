@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/invokeari/invokeari/stasisapp"
 )
 
 // concurrencyRetry is the Retry-After suggested when a concurrency cap is full: we
@@ -24,6 +26,9 @@ func (g *Gate) Admit(p *Principal, serverName string) (release func(), e *Error)
 	}
 	k := p.key
 	srv := g.byName[serverName]
+	if srv == nil && g.dynamic.Enabled() && stasisapp.IsDynamicName(serverName) {
+		srv = &server{} // a dynamic server: no calls-per-second cap of its own
+	}
 	if srv == nil {
 		return nil, newError(http.StatusBadRequest, CodeUnknownServer, "ari", "no configured server by that name")
 	}

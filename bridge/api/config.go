@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/time/rate"
+
+	"github.com/invokeari/invokeari/stasisapp"
 )
 
 // Config is the front-door policy: which Asterisk servers may be dialled, which API keys
@@ -28,6 +30,9 @@ type Config struct {
 	// Technologies are the channel technologies destinations may use (matched
 	// case-insensitively); empty means DefaultTechnologies.
 	Technologies []string `yaml:"technologies"`
+	// DynamicServers, when enabled, lets a request name an allowed ARI URL that is not
+	// a configured server (with its own ariuser/aripass). Off by default.
+	DynamicServers DynamicServers `yaml:"dynamic_servers"`
 }
 
 // DefaultMaxInFlight is the global in-flight cap when Config.MaxInFlight is 0.
@@ -103,6 +108,8 @@ func (c Config) Validate() error {
 		f := fmt.Sprintf("servers[%d]", i)
 		if !reName.MatchString(s.Name) {
 			bad(f+".name", "must be 1-64 of [A-Za-z0-9_.-]")
+		} else if stasisapp.IsDynamicName(s.Name) {
+			bad(f+".name", "names of the form %s<16 hex digits> are reserved for dynamic servers", stasisapp.DynamicPrefix)
 		} else if names[s.Name] {
 			bad(f+".name", "duplicate server name %q", s.Name)
 		}
@@ -187,6 +194,7 @@ func (c Config) Validate() error {
 	if c.MaxInFlight < 0 {
 		bad("max_in_flight", "must be >= 0")
 	}
+	c.DynamicServers.validate(bad)
 	return errors.Join(errs...)
 }
 

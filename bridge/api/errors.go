@@ -117,6 +117,8 @@ func FromOriginateError(err error) *Error {
 		e := newError(http.StatusServiceUnavailable, CodeBackpressure, "", "%s", stasisapp.ErrBackpressure)
 		e.RetryAfter = backpressureRetry
 		return e
+	case errors.Is(err, stasisapp.ErrDynamicCredentials):
+		return forbidden(CodeBadARICredentials, "aripass", "%s", stasisapp.ErrDynamicCredentials)
 	case errors.Is(err, stasisapp.ErrUnknownServer):
 		return newError(http.StatusBadRequest, CodeUnknownServer, "ari", "%s", stasisapp.ErrUnknownServer)
 	case errors.Is(err, stasisapp.ErrIdempotencyConflict):

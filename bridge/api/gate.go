@@ -30,6 +30,7 @@ type Gate struct {
 	keys     []*keyPolicy
 	techs    map[string]string // lower-case name → canonical spelling
 	defaults Defaults
+	dynamic  *DynamicPolicy // never nil after NewGate; disabled unless configured
 
 	now func() time.Time // the clock for rate limits; replaced in tests
 
@@ -70,6 +71,11 @@ func NewGate(cfg Config) (*Gate, error) {
 		now:         time.Now,
 		maxInFlight: cfg.MaxInFlight,
 	}
+	dyn, err := NewDynamicPolicy(cfg.DynamicServers)
+	if err != nil {
+		return nil, fmt.Errorf("front-door config: %w", err)
+	}
+	g.dynamic = dyn
 	if g.maxInFlight == 0 {
 		g.maxInFlight = DefaultMaxInFlight
 	}
@@ -243,13 +249,24 @@ func (g *Gate) Build(p *Principal, f Fields) (stasisapp.Request, *Error) {
 	}
 
 	srv, e := g.selectServer(k, f.Ari)
-	if e != nil {
+	switch {
+	case e != nil && e.Code == CodeServerDenied && srv == nil && g.dynamic.Enabled() && g.isUnknownURL(f.Ari):
+		// Not a configured server: the opt-in dynamic servers may take it. The URL is only
+		// vetted here; nothing is contacted before the request is admitted.
+		ds, de := g.dynamicServer(k, f.Ari, f.AriUser, f.AriPass)
+		if de != nil {
+			return req, de
+		}
+		req.Dynamic = ds
+		req.Server = stasisapp.DynamicServerName(ds.URL)
+	case e != nil:
 		return req, e
+	default:
+		if e := srv.checkCredentials(f.AriUser, f.AriPass); e != nil {
+			return req, e
+		}
+		req.Server = srv.Name
 	}
-	if e := srv.checkCredentials(f.AriUser, f.AriPass); e != nil {
-		return req, e
-	}
-	req.Server = srv.Name
 
 	req.ID = f.ID
 	if req.ID == "" {
@@ -330,6 +347,15 @@ func (g *Gate) selectServer(k *keyPolicy, ref string) (*server, *Error) {
 		return nil, forbidden(CodeServerDenied, "ari", "server %s is not allowed for this key", s.Name)
 	}
 	return s, nil
+}
+
+// isUnknownURL reports whether ref is an ARI URL that is not a configured server.
+func (g *Gate) isUnknownURL(ref string) bool {
+	if g.byName[ref] != nil || !strings.Contains(ref, "://") {
+		return false
+	}
+	u, err := normalizeURL(ref)
+	return err != nil || g.byURL[u] == nil
 }
 
 // checkCredentials compares the credentials a client sent (either may be absent) with

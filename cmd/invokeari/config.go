@@ -22,6 +22,9 @@ type Config struct {
 	Defaults api.Defaults     `yaml:"defaults"`
 	Limits   LimitsConfig     `yaml:"limits"`
 	Log      LogConfig        `yaml:"log"`
+	// DynamicServers (off by default) accepts allowed ARI URLs that are not configured,
+	// with the request's own ariuser/aripass.
+	DynamicServers api.DynamicServers `yaml:"dynamic_servers"`
 }
 
 // HTTPConfig is the HTTP front door's listener.
@@ -156,9 +159,24 @@ func (c *Config) resolveSecrets(getenv func(string) string) error {
 	return errors.Join(errs...)
 }
 
+// dynamicApp is the Stasis app name used on dynamic servers: the default server's app,
+// else the first server's.
+func (c *Config) dynamicApp() string {
+	for _, a := range c.Asterisk {
+		if a.Name == c.Defaults.Server {
+			return a.App
+		}
+	}
+	if len(c.Asterisk) > 0 {
+		return c.Asterisk[0].App
+	}
+	return "invokeari"
+}
+
 // policy is the front-door policy derived from the config.
 func (c *Config) policy() api.Config {
-	p := api.Config{Keys: c.Keys, Defaults: c.Defaults, MaxInFlight: c.Limits.MaxInFlight, Technologies: c.Limits.Technologies}
+	p := api.Config{Keys: c.Keys, Defaults: c.Defaults, MaxInFlight: c.Limits.MaxInFlight, Technologies: c.Limits.Technologies,
+		DynamicServers: c.DynamicServers}
 	for _, a := range c.Asterisk {
 		p.Servers = append(p.Servers, api.Server{Name: a.Name, URL: a.URL, Username: a.Username, Password: a.password, CPS: a.CPS})
 	}

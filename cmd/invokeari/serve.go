@@ -11,8 +11,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -258,12 +260,19 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 		servers = append(servers, stasisapp.Server{Name: a.Name, AppName: a.App, ARI: c})
 	}
 	m := newMetrics()
-	app, err := stasisapp.New(stasisapp.Config{Servers: servers, Publisher: pub, Store: store,
-		Logger: log.With("component", "stasisapp"), Hooks: m.hooks()})
+	gate, err := api.NewGate(cfg.policy())
 	if err != nil {
 		return err
 	}
-	gate, err := api.NewGate(cfg.policy())
+	var dynamic *stasisapp.DynamicConfig
+	if cfg.DynamicServers.Enabled {
+		dynamic, err = dynamicServers(cfg, log)
+		if err != nil {
+			return err
+		}
+	}
+	app, err := stasisapp.New(stasisapp.Config{Servers: servers, Publisher: pub, Store: store,
+		Logger: log.With("component", "stasisapp"), Hooks: m.hooks(), Dynamic: dynamic})
 	if err != nil {
 		return err
 	}
@@ -387,7 +396,7 @@ func (r *readiness) Ready() (bool, any) {
 	links := r.app.Status()
 	ok := r.nc.IsConnected()
 	for _, l := range links {
-		ok = ok && l.Connected
+		ok = ok && (l.Connected || l.Dynamic) // a request's own Asterisk is not ours to be ready on
 	}
 	natsState := map[string]any{"connected": r.nc.IsConnected(), "status": r.nc.Status().String()}
 	detail := map[string]any{"asterisk": links, "nats": natsState}
@@ -398,3 +407,41 @@ func (r *readiness) Ready() (bool, any) {
 }
 
 var _ http.Handler = (*httpdoor.Handler)(nil)
+
+// dynamicServers wires the opt-in dynamic_servers: ARI clients for request-named
+// Asterisks whose dialer (REST and websocket) refuses special addresses an allowed host
+// name might resolve to, uses no proxy, follows no redirect and times out quickly.
+func dynamicServers(cfg Config, log *slog.Logger) (*stasisapp.DynamicConfig, error) {
+	policy, err := api.NewDynamicPolicy(cfg.DynamicServers)
+	if err != nil {
+		return nil, fmt.Errorf("dynamic_servers: %w", err)
+	}
+	idle := cfg.DynamicServers.IdleTimeout
+	if idle == 0 {
+		idle = api.DefaultDynamicIdleTimeout
+	}
+	dialer := &net.Dialer{Timeout: 3 * time.Second, Control: func(_, address string, _ syscall.RawConn) error {
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil || !policy.DialAllowed(ap.Addr()) {
+			return fmt.Errorf("dynamic ARI server: address %s is not allowed", address)
+		}
+		return nil
+	}}
+	connect := func(ds stasisapp.DynamicServer) (stasisapp.Asterisk, error) {
+		tr := &http.Transport{
+			Proxy:                 nil,
+			DialContext:           dialer.DialContext,
+			TLSHandshakeTimeout:   3 * time.Second,
+			ResponseHeaderTimeout: 5 * time.Second,
+			MaxIdleConnsPerHost:   16,
+			IdleConnTimeout:       min(idle, 90*time.Second),
+		}
+		hc := &http.Client{Transport: tr,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		name := stasisapp.DynamicServerName(ds.URL)
+		return ari.NewClient(ari.Config{URL: ds.URL, Username: ds.Username, Password: ds.Password,
+			App: cfg.dynamicApp(), HTTPClient: hc, RequestTimeout: 5 * time.Second,
+			Logger: log.With("component", "ari", "server", name)})
+	}
+	return &stasisapp.DynamicConfig{AppName: cfg.dynamicApp(), Connect: connect, IdleTimeout: idle}, nil
+}

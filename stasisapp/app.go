@@ -692,24 +692,7 @@ func (a *App) applyLocked(t *tracked, changes []Change) {
 	}
 	rec := t.call.Record()
 	for _, c := range changes {
-		t.seq++
-		ev := events.Event{
-			ID: rec.ID, Seq: t.seq, Event: c.Kind, Time: c.At,
-			Server: rec.Server, Channel: rec.Channel, State: rec.State,
-			Cause: rec.Cause, CauseTxt: rec.CauseTxt, SIPCode: rec.SIPCode, DialStatus: rec.DialStatus,
-			RingMS: rec.RingMS, DurationMS: rec.DurationMS,
-			Request: t.evReq, Key: t.req.Key,
-		}
-		if c.Kind == events.Ended {
-			ev.Outcome, ev.Reason = rec.Outcome, rec.Reason
-			r := rec
-			ev.Call = &r
-		}
-		if err := a.cfg.Publisher.Publish(a.ctx(), ev); err != nil {
-			// Only a stopping daemon gets here; the event stays unpublished and says so.
-			a.pubFailed.Add(1)
-			a.log.Error("publish call event", "call_id", rec.ID, "event", c.Kind, "err", err)
-		}
+		a.publishLocked(t, rec, c.Kind, c.At)
 		t.stepLocked(string(c.Kind), 0)
 	}
 	close(t.changed)
@@ -717,6 +700,28 @@ func (a *App) applyLocked(t *tracked, changes []Change) {
 	if t.call.Final() && !t.ended {
 		t.ended = true
 		a.finish(t, rec)
+	}
+}
+
+// publishLocked publishes the next event of t (kind, with the record rec); t.mu must be
+// held. Only `ended` carries the outcome and the whole record.
+func (a *App) publishLocked(t *tracked, rec events.Call, kind events.Kind, at time.Time) {
+	t.seq++
+	ev := events.Event{
+		ID: rec.ID, Seq: t.seq, Event: kind, Time: at,
+		Server: rec.Server, Channel: rec.Channel, State: rec.State,
+		Cause: rec.Cause, CauseTxt: rec.CauseTxt, SIPCode: rec.SIPCode, DialStatus: rec.DialStatus,
+		RingMS: rec.RingMS, DurationMS: rec.DurationMS,
+		Request: t.evReq, Key: t.req.Key,
+	}
+	if kind == events.Ended {
+		ev.Outcome, ev.Reason = rec.Outcome, rec.Reason
+		ev.Call = &rec
+	}
+	if err := a.cfg.Publisher.Publish(a.ctx(), ev); err != nil {
+		// Only a stopping daemon gets here; the event stays unpublished and says so.
+		a.pubFailed.Add(1)
+		a.log.Error("publish call event", "call_id", rec.ID, "event", kind, "err", err)
 	}
 }
 

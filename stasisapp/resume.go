@@ -137,20 +137,14 @@ func (a *App) resumeOne(ctx context.Context, server string, sc events.StoredCall
 	return nil
 }
 
-// publishFinal publishes the `ended` event of a call whose outcome a previous run decided.
+// publishFinal publishes the `ended` event of a call whose outcome a previous run decided
+// (t is not yet visible to anything else, so its lock is not needed).
 func (a *App) publishFinal(t *tracked, rec events.Call) {
-	t.seq++
-	ev := events.Event{ID: rec.ID, Seq: t.seq, Event: events.Ended, Time: time.Now(), Server: rec.Server,
-		Channel: rec.Channel, State: rec.State, Outcome: rec.Outcome, Reason: rec.Reason, Cause: rec.Cause,
-		CauseTxt: rec.CauseTxt, SIPCode: rec.SIPCode, DialStatus: rec.DialStatus, RingMS: rec.RingMS,
-		DurationMS: rec.DurationMS, Request: t.evReq, Key: t.req.Key, Call: &rec}
+	at := time.Now()
 	if rec.EndedAt != nil {
-		ev.Time = *rec.EndedAt
+		at = *rec.EndedAt
 	}
-	if err := a.cfg.Publisher.Publish(a.ctx(), ev); err != nil {
-		a.pubFailed.Add(1)
-		a.log.Error("publish call event", "call_id", rec.ID, "event", events.Ended, "err", err)
-	}
+	a.publishLocked(t, rec, events.Ended, at)
 }
 
 // adoptSnapshot brings a resumed call up to date from GET /channels/{id}; kinds the

@@ -220,33 +220,7 @@ func (c *Call) Apply(ev ari.Event) []Change {
 		return nil
 	}
 	at := ev.At()
-	var snap *ari.Channel
-	switch e := ev.(type) {
-	case *ari.Dial:
-		snap = &e.Peer
-	case *ari.ChannelCreated:
-		snap = &e.Channel
-	case *ari.ChannelStateChange:
-		snap = &e.Channel
-	case *ari.ChannelDialplan:
-		snap = &e.Channel
-	case *ari.ChannelCallerID:
-		snap = &e.Channel
-	case *ari.ChannelConnectedLine:
-		snap = &e.Channel
-	case *ari.ChannelVarset:
-		snap = &e.Channel
-	case *ari.ChannelHangupRequest:
-		snap = &e.Channel
-	case *ari.ChannelDestroyed:
-		snap = &e.Channel
-	case *ari.StasisStart:
-		snap = &e.Channel
-	case *ari.StasisEnd:
-		snap = &e.Channel
-	default:
-		return nil
-	}
+	snap := ce.ChannelSnapshot()
 
 	// The channel exists, so Asterisk accepted the originate, even if the REST reply
 	// has not arrived yet (events can overtake it).

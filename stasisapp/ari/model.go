@@ -101,6 +101,8 @@ type ChannelEvent interface {
 	Event
 	// ChannelID is the id of the channel the event is about (for Dial: the peer).
 	ChannelID() string
+	// ChannelSnapshot is that channel as the event describes it.
+	ChannelSnapshot() *Channel
 }
 
 // channelBase is embedded by events that carry a "channel" object.
@@ -111,6 +113,9 @@ type channelBase struct {
 
 // ChannelID implements ChannelEvent.
 func (c *channelBase) ChannelID() string { return c.Channel.ID }
+
+// ChannelSnapshot implements ChannelEvent.
+func (c *channelBase) ChannelSnapshot() *Channel { return &c.Channel }
 
 // ChannelCreated is sent when a channel is created.
 type ChannelCreated struct{ channelBase }
@@ -174,6 +179,9 @@ type Dial struct {
 
 // ChannelID implements ChannelEvent: the peer, which is the originated channel.
 func (d *Dial) ChannelID() string { return d.Peer.ID }
+
+// ChannelSnapshot implements ChannelEvent: the peer.
+func (d *Dial) ChannelSnapshot() *Channel { return &d.Peer }
 
 // StasisStart is sent when a channel enters our Stasis application.
 type StasisStart struct {

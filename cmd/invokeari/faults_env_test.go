@@ -3,8 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -134,26 +132,8 @@ func newFaultEnv(t *testing.T, name string, drain time.Duration) *faultEnv {
 		t.Fatalf("start simulator: %v", err)
 	}
 	t.Cleanup(func() { _ = e.sim.Close() })
-	sum := sha256.Sum256([]byte(testAPIKey))
-	cfg := fmt.Sprintf(`http: {listen: "127.0.0.1:0"}
-asterisk:
-  - name: pbx1
-    url: %s
-    username: %s
-    password_env: TEST_ARI_PASSWORD
-    app: invokeari-faults
-nats: {url: %q, stream_max_age: 1h}
-keys:
-  - name: tester
-    sha256: %q
-defaults: {timeout: 30s, wait: accepted}
-limits: {drain_timeout: %s, max_in_flight: 5000}
-log: {level: info}
-`, e.sim.URL(), testARIUser, e.nats.URL, hex.EncodeToString(sum[:]), drain)
-	e.cfgPath = filepath.Join(e.dir, "invokeari.yaml")
-	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	e.cfgPath = writeTestConfig(t, e.dir, testConfig{simURL: e.sim.URL(), natsURL: e.nats.URL, app: "invokeari-faults",
+		wait: "accepted", limits: fmt.Sprintf("drain_timeout: %s, max_in_flight: 5000", drain), logLevel: "info"})
 	nc, _ := e.nats.Connect(t)
 	e.watch = newEventWatch(t, nc)
 	e.startDaemon()

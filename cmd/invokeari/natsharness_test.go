@@ -55,33 +55,9 @@ func startEnvWith(t *testing.T, o envOptions) *testEnv {
 	if o.app == "" {
 		o.app = "invokeari-test"
 	}
-	natsExtra, httpExtra := "", ""
-	if o.natsExtra != "" {
-		natsExtra = ", " + o.natsExtra
-	}
-	if o.httpExtra != "" {
-		httpExtra = ", " + o.httpExtra
-	}
-	sum := sha256.Sum256([]byte(testAPIKey))
-	cfgYAML := fmt.Sprintf(`http: {listen: "127.0.0.1:0"%s}
-asterisk:
-  - name: pbx1
-    url: %s
-    username: %s
-    password_env: TEST_ARI_PASSWORD
-    app: %s
-nats: {url: %q, stream_max_age: 1h%s}
-keys:
-  - name: tester
-    sha256: %q
-defaults: {timeout: 30s, wait: answer}
-limits: {drain_timeout: 5s}
-log: {level: debug}
-%s`, httpExtra, s.URL(), testARIUser, o.app, ns.URL, natsExtra, hex.EncodeToString(sum[:]), o.extraYAML)
-	path := filepath.Join(t.TempDir(), "invokeari.yaml")
-	if err := os.WriteFile(path, []byte(cfgYAML), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := writeTestConfig(t, t.TempDir(), testConfig{simURL: s.URL(), natsURL: ns.URL, app: o.app,
+		httpExtra: o.httpExtra, natsExtra: o.natsExtra, wait: "answer", limits: "drain_timeout: 5s",
+		logLevel: "debug", extra: o.extraYAML})
 	env := map[string]string{"TEST_ARI_PASSWORD": testARIPass}
 	e := &testEnv{t: t, sim: s, nats: ns, logs: &syncBuffer{}, done: make(chan error, 1), client: o.client}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -106,6 +82,50 @@ log: {level: debug}
 	t.Cleanup(e.stop)
 	e.waitReady(true)
 	return e
+}
+
+// testConfig is what differs between the daemon configs the tests write.
+type testConfig struct {
+	simURL, natsURL, app string
+	httpExtra, natsExtra string // extra flow-mapping entries of `http:` / `nats:`
+	wait                 string // defaults.wait
+	limits               string // flow-mapping entries of `limits:`
+	logLevel             string
+	extra                string // appended top-level YAML
+}
+
+// writeTestConfig writes a daemon config for one simulated pbx1 (password from
+// TEST_ARI_PASSWORD) and the test key into dir and returns its path.
+func writeTestConfig(t *testing.T, dir string, c testConfig) string {
+	t.Helper()
+	if c.httpExtra != "" {
+		c.httpExtra = ", " + c.httpExtra
+	}
+	if c.natsExtra != "" {
+		c.natsExtra = ", " + c.natsExtra
+	}
+	sum := sha256.Sum256([]byte(testAPIKey))
+	yaml := fmt.Sprintf(`http: {listen: "127.0.0.1:0"%s}
+asterisk:
+  - name: pbx1
+    url: %s
+    username: %s
+    password_env: TEST_ARI_PASSWORD
+    app: %s
+nats: {url: %q, stream_max_age: 1h%s}
+keys:
+  - name: tester
+    sha256: %q
+defaults: {timeout: 30s, wait: %s}
+limits: {%s}
+log: {level: %s}
+%s`, c.httpExtra, c.simURL, testARIUser, c.app, c.natsURL, c.natsExtra, hex.EncodeToString(sum[:]),
+		c.wait, c.limits, c.logLevel, c.extra)
+	path := filepath.Join(dir, "invokeari.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // natsClient is a test client connection to the env's NATS that survives restarts.

@@ -264,6 +264,9 @@ func decodeAs(typ string, msg []byte) (Event, error) {
 	case "ApplicationReplaced":
 		ev = &ApplicationReplaced{}
 	default:
+		if ev = mediaEvent(typ); ev != nil {
+			break
+		}
 		raw := &RawEvent{Data: append(json.RawMessage(nil), msg...)}
 		if err := json.Unmarshal(msg, &raw.Base); err != nil {
 			return nil, fmt.Errorf("ari event %s: %w", typ, err)

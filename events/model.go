@@ -32,6 +32,9 @@ const (
 	Progress     Kind = "progress"
 	KindAnswered Kind = "answered"
 	Ended        Kind = "ended"
+	// Webhook reports one exchange with a webhook-driven call's webhook (SPEC §9); it
+	// comes between answered and ended and carries Event.Webhook.
+	Webhook Kind = "webhook"
 )
 
 // State is where a call is now.
@@ -65,6 +68,18 @@ type Call struct {
 	EndedAt    *time.Time `json:"ended_at"`
 	RingMS     *int64     `json:"ring_ms"`
 	DurationMS *int64     `json:"duration_ms"`
+	// WebhookError says why the webhook of a webhook-driven call failed (SPEC §9).
+	WebhookError string `json:"webhook_error,omitempty"`
+}
+
+// WebhookExchange is one request to a call's webhook and its answer: the host only,
+// never the path, query or body (they may carry secrets).
+type WebhookExchange struct {
+	Event  string `json:"event"`  // what was posted: answered, gathered, recorded, dialed, redirected
+	Host   string `json:"host"`   // host[:port] of the URL
+	Status int    `json:"status"` // HTTP status; 0 when no answer came
+	MS     int64  `json:"ms"`     // how long the exchange took
+	Error  string `json:"error,omitempty"`
 }
 
 // Request is what was asked for, without secrets (no aripass, no API key).
@@ -101,4 +116,6 @@ type Event struct {
 	Key        string    `json:"key,omitempty"` // API key name, never the key
 	// Call is the complete call record; always set on `ended`.
 	Call *Call `json:"call,omitempty"`
+	// Webhook is set on `webhook` events.
+	Webhook *WebhookExchange `json:"webhook,omitempty"`
 }

@@ -77,6 +77,11 @@ type Config struct {
 	// Dynamic, when set, lets requests carry their own Asterisk (Request.Dynamic): a
 	// link to it is made on first use and closed when idle. Nil refuses such requests.
 	Dynamic *DynamicConfig
+	// Webhooks sends the requests of webhook-driven calls (Request.Webhook); nil
+	// refuses such calls' webhook exchanges (they hang up, or go to their fallback).
+	Webhooks Webhooks
+	// WebhookTimeout bounds one webhook exchange (default 5s).
+	WebhookTimeout time.Duration
 }
 
 // DynamicConfig configures links to Asterisks named in requests.
@@ -125,6 +130,7 @@ type App struct {
 	idle      []chan struct{} // closed when active becomes empty (Drain waits on them); under mu
 	bg        sync.WaitGroup  // background REST work (continue, reconcile) started by the reader
 	runCtx    atomic.Pointer[context.Context]
+	ctl       controlTable // webhook-driven calls, by the ids of what they own
 }
 
 // link is the App's view of one Asterisk.
@@ -705,7 +711,7 @@ func (a *App) applyLocked(t *tracked, changes []Change) {
 
 // publishLocked publishes the next event of t (kind, with the record rec); t.mu must be
 // held. Only `ended` carries the outcome and the whole record.
-func (a *App) publishLocked(t *tracked, rec events.Call, kind events.Kind, at time.Time) {
+func (a *App) publishLocked(t *tracked, rec events.Call, kind events.Kind, at time.Time, wh ...*events.WebhookExchange) {
 	t.seq++
 	ev := events.Event{
 		ID: rec.ID, Seq: t.seq, Event: kind, Time: at,
@@ -717,6 +723,9 @@ func (a *App) publishLocked(t *tracked, rec events.Call, kind events.Kind, at ti
 	if kind == events.Ended {
 		ev.Outcome, ev.Reason = rec.Outcome, rec.Reason
 		ev.Call = &rec
+	}
+	if len(wh) > 0 {
+		ev.Webhook = wh[0]
 	}
 	if err := a.cfg.Publisher.Publish(a.ctx(), ev); err != nil {
 		// Only a stopping daemon gets here; the event stays unpublished and says so.
@@ -772,6 +781,9 @@ func (a *App) handleEvent(l *link, ev ari.Event) {
 	case ari.ChannelEvent:
 		t := a.lookup(e.ChannelID())
 		if t == nil {
+			if a.controlEvent(ev) {
+				return // a second leg of a webhook-driven call
+			}
 			if ss, ok := e.(*ari.StasisStart); ok {
 				a.orphanInStasis(l, ss)
 			}
@@ -787,9 +799,16 @@ func (a *App) handleEvent(l *link, ev ari.Event) {
 		}
 		a.applyLocked(t, changes)
 		t.mu.Unlock()
-		if startContinue {
+		switch {
+		case startContinue && t.req.Webhook != "":
+			a.startWebhookCall(l, t)
+		case startContinue:
 			a.background(func(ctx context.Context) { a.continueCall(ctx, l, t) })
+		default:
+			a.controlEvent(ev)
 		}
+	default:
+		a.controlEvent(ev) // playbacks and recordings of webhook-driven calls
 	}
 }
 

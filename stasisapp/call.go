@@ -67,6 +67,7 @@ type Call struct {
 	calleeFirst  bool   // the far end had already ended the call when Canceling was called
 	refused      bool   // ended by OriginateFailed (RefineFailure allowed)
 	lost         bool   // ended by Lost
+	webhookError string // why the call's webhook failed (SetWebhookError)
 }
 
 // NewCall returns a call in state dialing. id is the ARI channel id chosen before the
@@ -421,6 +422,8 @@ func (c *Call) Record() events.Call {
 		RingingAt:  timePtr(c.ringingAt),
 		AnsweredAt: timePtr(c.answeredAt),
 		EndedAt:    timePtr(c.endedAt),
+
+		WebhookError: c.webhookError,
 	}
 	if !c.final && c.answered() {
 		r.Outcome = events.Answered

@@ -45,6 +45,12 @@ type Request struct {
 	// It holds secrets: it is never persisted (the Request JSON is stored), published
 	// or logged, so a restarted daemon cannot follow such a call (it ends unknown).
 	Dynamic *DynamicServer `json:"-"`
+	// Webhook, when set, is the call's webhook (the request's e was a URL, SPEC §9): the
+	// answered call stays in our Stasis app and the webhook's actions drive it.
+	Webhook string
+	// WebhookFallback is where a webhook-driven call goes when its webhook fails (the
+	// key's webhooks.fallback); empty: the call is hung up.
+	WebhookFallback struct{ Context, Extension string }
 }
 
 // DynamicServer is an Asterisk a request named by URL with its own ARI credentials.

@@ -232,6 +232,26 @@ func testRecord(t *testing.T, e *pbxEnv, endpoint string) {
 	}
 }
 
+// testRecordHangup: the caller hangs up mid-record (Local/answer@sim: 2 s after answer);
+// the recording is still reported, marked hangup, and the call ends completed.
+func testRecordHangup(t *testing.T, e *pbxEnv, endpoint string) {
+	h := newHookServer(t, func(ev map[string]any) (int, string) {
+		if ev["event"] == "answered" {
+			return 200, actions(`{"record":{"max_seconds":10}}`, `{"say":"1"}`)
+		}
+		return 200, actions(`{"say":"2"}`)
+	})
+	last, _, tr := runWebhookCall(t, e, webhookReq(callID("wh-rechup"), endpoint, h.URL))
+	if last.Outcome != events.Completed {
+		t.Errorf("ended %s (%s)", last.Outcome, last.Reason)
+	}
+	waitFor(t, "recorded", func() bool { return len(h.received()) == 2 })
+	got := h.received()
+	if got[1]["event"] != "recorded" || got[1]["hangup"] != true {
+		t.Errorf("webhook got %v, want recorded with hangup\n%s", got[1], tr)
+	}
+}
+
 // testDialBridge: a second leg that answers and later hangs up by itself; both legs were
 // in a mixing bridge; `dialed` reports the leg's own outcome.
 func testDialBridge(t *testing.T, e *pbxEnv, endpoint, leg string) {
@@ -347,9 +367,52 @@ func TestWebhookCallPBX(t *testing.T) {
 		}
 		testRecord(t, e, "Local/talk@sim")
 	})
+	t.Run("record, caller hangs up", func(t *testing.T) { testRecordHangup(t, e, "Local/answer@sim") })
 	t.Run("dial+bridge", func(t *testing.T) { testDialBridge(t, e, "PJSIP/sipp-answerwait", "Local/answer@sim") })
 	t.Run("dial busy", func(t *testing.T) { testDialBusy(t, e, "Local/talk@sim", "PJSIP/sipp-busy") })
 	t.Run("continue", func(t *testing.T) { testContinue(t, e, "Local/talk@sim") })
 	t.Run("webhook 500 to fallback", func(t *testing.T) { testWebhookFailureFallback(t, e, "Local/talk@sim") })
 	t.Run("webhook unreachable", func(t *testing.T) { testWebhookUnreachable(t, e, "Local/talk@sim") })
+}
+
+// webhookScenarios are the webhook-driven calls recorded on the real PBX into
+// testdata/ari/recordings/webhook/wh_*.nosuball.jsonl; the simulator is held to them.
+var webhookScenarios = []struct {
+	name, desc string
+	run        func(*testing.T, *pbxEnv)
+}{
+	{"wh_say_gather_dtmf1", "Local/dtmf1@sim app=X; on StasisStart: play digits:42, play sound:hello-world (gather prompt), DTMF 1, play sound:digits/1, DELETE channel",
+		func(t *testing.T, e *pbxEnv) { testSayGather(t, e, "Local/dtmf1@sim") }},
+	{"wh_record_talk", "Local/talk@sim app=X; on StasisStart: POST record max 2 s beep, RecordingFinished, DELETE channel",
+		func(t *testing.T, e *pbxEnv) { testRecord(t, e, "Local/talk@sim") }},
+	{"wh_record_hangup", "Local/answer@sim app=X; on StasisStart: POST record max 10 s; the far end hangs up after 2 s",
+		func(t *testing.T, e *pbxEnv) { testRecordHangup(t, e, "Local/answer@sim") }},
+	{"wh_dial_bridge", "PJSIP/sipp-answerwait app=X; on StasisStart: originate Local/answer@sim app=X, on its StasisStart: POST /bridges type=mixing, addChannel both; the leg hangs up; DELETE bridge; play digits:0; DELETE channel",
+		func(t *testing.T, e *pbxEnv) { testDialBridge(t, e, "PJSIP/sipp-answerwait", "Local/answer@sim") }},
+	{"wh_continue", "Local/talk@sim app=X; on StasisStart: continue sink,s,1",
+		func(t *testing.T, e *pbxEnv) { testContinue(t, e, "Local/talk@sim") }},
+}
+
+// TestRecordWebhookScenarios re-records the webhook scenarios through a recording proxy
+// (INVOKEARI_RECORD_ARI=1 with the kit's env); it checks them as TestWebhookCallPBX does.
+func TestRecordWebhookScenarios(t *testing.T) {
+	url, user, pass := needPBX(t)
+	if os.Getenv("INVOKEARI_RECORD_ARI") == "" {
+		t.Skip("set INVOKEARI_RECORD_ARI=1 to re-record testdata/ari/recordings/webhook/wh_*.nosuball.jsonl on the real PBX")
+	}
+	if dir := os.Getenv("INVOKEARI_TEST_PBX_DIR"); dir != "" {
+		if err := os.MkdirAll(filepath.Join(dir, "var/spool/asterisk/recording"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, sc := range webhookScenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			rec := newARIRecorder(t, url, sc.name, sc.desc, "app=X (the App's own websocket, through a recording proxy)")
+			e := startAppOn(t, rec.URL+"/ari", user, pass)
+			sc.run(t, e)
+			// The ;2 halves of Local channels end just after ours.
+			time.Sleep(300 * time.Millisecond) //nolint: a recording tail, not synchronisation
+			rec.save(t, filepath.Join("..", "testdata", "ari", "recordings", "webhook", sc.name+".nosuball.jsonl"))
+		})
+	}
 }

@@ -150,6 +150,7 @@ type Script struct {
 	leg       string
 	bridge    string
 
+	hangReq  bool // a hangup of the call's channel was requested (it is going)
 	gone     bool // the call's channel is destroyed
 	done     bool
 	whErr    string
@@ -235,12 +236,16 @@ func (s *Script) Reply(seq int, r Reply) []Command {
 			failure = err.Error()
 		}
 	}
-	if s.gone {
-		// A report sent after the call ended (a recording): nothing is left to run.
+	if s.gone || s.hangReq {
+		// A report sent while the call ended (a recording): nothing is left to run.
 		if failure != "" {
 			s.whErr = failure
 		}
-		s.done = true
+		if s.gone {
+			s.done = true
+		} else {
+			s.phase = hangingUp // ChannelDestroyed follows
+		}
 		return out
 	}
 	if failure != "" {
@@ -372,6 +377,11 @@ func (s *Script) Event(ev ari.Event) []Command {
 		if e.Channel.ID == s.cfg.CallID {
 			return s.hungUp()
 		}
+	case *ari.ChannelHangupRequest:
+		// Asterisk ends a recording (RecordingFinished) between this and ChannelDestroyed.
+		if e.Channel.ID == s.cfg.CallID {
+			s.hangReq = true
+		}
 	case *ari.PlaybackFinished:
 		if e.Playback.ID == "" || e.Playback.ID != s.playback {
 			return nil
@@ -436,7 +446,7 @@ func (s *Script) recorded(r ari.LiveRecording, failed bool) []Command {
 	data := map[string]any{"recording": map[string]any{
 		"name": r.Name, "format": r.Format, "duration_s": r.Duration, "failed": failed, "cause": r.Cause,
 	}}
-	if s.gone {
+	if s.gone || s.hangReq {
 		data["hangup"] = true
 	}
 	s.recName = ""

@@ -105,6 +105,12 @@ func destroyed(id string) func(*Script) []Command {
 	return event(e)
 }
 
+func hangupReq(id string) func(*Script) []Command {
+	e := &ari.ChannelHangupRequest{}
+	e.Channel.ID = id
+	return event(e)
+}
+
 func legUp(id string) func(*Script) []Command {
 	return func(s *Script) []Command { return s.LegAnswered(id) }
 }
@@ -238,6 +244,19 @@ func TestScript(t *testing.T) {
 				{recDone("c1-r2", 2), cat([]string{"cancel c1-t3"}, hookPost(2, "recorded", "c1-t4",
 					"hangup=true", "recording=map[cause: duration_s:2 failed:false format:wav name:c1-r2]"))},
 				{reply(2, `{"actions":[{"say":"1"}]}`), []string{"cancel c1-t4"}},
+			},
+			done: true,
+		},
+		{
+			name: "record: caller hangs up mid-record as Asterisk 22 orders it: hangup request, RecordingFinished, destroyed",
+			steps: []step{
+				{start(), answered},
+				{reply(1, `{"actions":[{"record":{}}]}`), []string{"cancel c1-t1", "record c1 c1-r2 max=60 beep=false on=#"}},
+				{hangupReq("c1"), nil},
+				{recDone("c1-r2", 0), hookPost(2, "recorded", "c1-t3",
+					"hangup=true", "recording=map[cause: duration_s:0 failed:false format:wav name:c1-r2]")},
+				{reply(2, `{"actions":[{"say":"1"}]}`), []string{"cancel c1-t3"}}, // not run: the call is going
+				{destroyed("c1"), nil},
 			},
 			done: true,
 		},

@@ -306,6 +306,7 @@ func (s *Server) evStasisStart(ch *channel, args []string) {
 }
 
 func (s *Server) evStasisEnd(ch *channel) {
+	s.leaveMedia(ch)
 	s.emit(ch, newEv("").typ("StasisEnd").chanObj("channel", ch))
 	ch.inStasis = false
 }

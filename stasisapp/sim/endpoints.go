@@ -27,6 +27,10 @@ func RecordedEndpoints() map[string]Behavior {
 		"Local/reject@sim":      {Result: LocalReject},
 		"Local/ringreject@sim":  {Result: LocalRingReject, RingFor: time.Second},
 		"Local/unavail@sim":     {Result: LocalUnavail},
+		// Webhook-call callees (recordings/webhook): keys pressed, a silent line.
+		"Local/dtmf@sim":  {Result: Answer, AnswerAfter: time.Second, HangupAfter: 22*time.Second + 1250*ms, DTMF: "1234#", DTMFAfter: 2 * time.Second},
+		"Local/dtmf1@sim": {Result: Answer, HangupAfter: 23*time.Second + 250*ms, DTMF: "1", DTMFAfter: 3*time.Second + 200*ms},
+		"Local/talk@sim":  {Result: Answer, HangupAfter: 60 * time.Second},
 	}
 }
 

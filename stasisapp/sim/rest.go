@@ -174,7 +174,9 @@ func (s *Server) route(w *statusWriter, r *http.Request, p []string, body []byte
 		b = appendStr(b, nowStamp())
 		writeJSON(w, 200, append(b, `,"asterisk_id":"`+asteriskID+`"}`...))
 	default:
-		writeMsg(w, http.StatusNotFound, "Resource not found")
+		if !s.routeMedia(w, r, p) {
+			writeMsg(w, http.StatusNotFound, "Resource not found")
+		}
 	}
 }
 

@@ -341,6 +341,7 @@ func (s *Server) answer(c *call) {
 		s.setDialplan(o, "Stasis", stasisData(c.app, c.appArgs))
 		s.evVarset(o, "STASISSTATUS", "")
 		s.evStasisStart(o, splitArgs(c.appArgs))
+		s.startDTMF(c)
 	case modeDialplan:
 		s.runDialplan(c, c.ctx, c.exten)
 	}

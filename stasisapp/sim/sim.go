@@ -64,6 +64,11 @@ type Behavior struct {
 	AnswerAfter time.Duration // Answer: ringing time before 200 OK
 	RingFor     time.Duration // Decline/Unavail/LocalRingReject/Unreachable: time until the failure
 	HangupAfter time.Duration // Answer: far end hangs up this long after answering; 0 = never
+	// DTMF, when set, are keys the far end presses after answering (ChannelDtmfReceived
+	// on our channel), the first DTMFAfter after the answer, then one every DTMFGap
+	// (default 250ms).
+	DTMF               string
+	DTMFAfter, DTMFGap time.Duration
 }
 
 // Config configures a Server.
@@ -124,6 +129,8 @@ type Server struct {
 	bootUntil  time.Time
 	stopped    bool // between Stop and Start: every connection is closed unanswered
 	closed     bool
+
+	media media // playbacks, recordings, bridges (media.go)
 
 	ln   net.Listener
 	http *http.Server

@@ -59,7 +59,7 @@ func TestWebhookCallSim(t *testing.T) {
 	}
 	t.Run("the rest of the cases", func(t *testing.T) {
 		e := startAppOn(t, s.URL(), "u", "p")
-		t.Run("say+gather dtmf", func(t *testing.T) { testSayGather(t, e, "Local/dtmf@sim") })
+		t.Run("gather until # dtmf", func(t *testing.T) { testGatherFinishOn(t, e, "Local/dtmf@sim") })
 		t.Run("dial busy", func(t *testing.T) { testDialBusy(t, e, "Local/talk@sim", "PJSIP/sipp-busy") })
 		t.Run("webhook 500 to fallback", func(t *testing.T) { testWebhookFailureFallback(t, e, "Local/talk@sim") })
 		t.Run("webhook unreachable", func(t *testing.T) { testWebhookUnreachable(t, e, "Local/talk@sim") })

@@ -203,6 +203,28 @@ func testSayGather(t *testing.T, e *pbxEnv, endpoint string) {
 	}
 }
 
+// testGatherFinishOn: Local/dtmf@sim presses 1234# two seconds after answering, during
+// the prompt: the prompt stops, the keys are collected until #, which ends the input.
+func testGatherFinishOn(t *testing.T, e *pbxEnv, endpoint string) {
+	h := newHookServer(t, func(ev map[string]any) (int, string) {
+		if ev["event"] == "answered" {
+			return 200, actions(`{"gather":{"timeout":8,"prompt":["sound:hello-world","sound:hello-world"]}}`)
+		}
+		return 200, actions(`{"hangup":{}}`)
+	})
+	last, _, tr := runWebhookCall(t, e, webhookReq(callID("wh-gather4"), endpoint, h.URL))
+	got := h.received()
+	if len(got) != 2 || got[1]["digits"] != "1234" || got[1]["finished_by"] != "finish_on" {
+		t.Fatalf("webhook got %v, want gathered 1234 by #\n%s", got, tr)
+	}
+	if !strings.Contains(tr, "ari stop playback") {
+		t.Errorf("the prompt was not stopped by the first key:\n%s", tr)
+	}
+	if last.Outcome != events.Completed {
+		t.Errorf("ended %s (%s)", last.Outcome, last.Reason)
+	}
+}
+
 // testRecord: a live recording of max 2 s, reported with `recorded`.
 func testRecord(t *testing.T, e *pbxEnv, endpoint string) {
 	h := newHookServer(t, func(ev map[string]any) (int, string) {
@@ -356,7 +378,7 @@ func TestWebhookCallPBX(t *testing.T) {
 	url, user, pass := needPBX(t)
 	e := startAppOn(t, url, user, pass)
 	t.Run("say+gather dtmf1", func(t *testing.T) { testSayGather(t, e, "Local/dtmf1@sim") })
-	t.Run("say+gather dtmf", func(t *testing.T) { testSayGather(t, e, "Local/dtmf@sim") })
+	t.Run("gather until # dtmf", func(t *testing.T) { testGatherFinishOn(t, e, "Local/dtmf@sim") })
 	t.Run("record", func(t *testing.T) {
 		// Asterisk answers POST /record with 500 ("Unrecognized recording error: No such
 		// file or directory") while its spool has no recording directory; the kit makes none.

@@ -13,6 +13,13 @@ import (
 // DefaultWebhookTimeout bounds one webhook exchange when Config.WebhookTimeout is zero.
 const DefaultWebhookTimeout = 5 * time.Second
 
+// MaxSteps bounds the actions one call may run (a webhook that redirects or pauses in
+// a loop must not hold the line for ever).
+const MaxSteps = 1000
+
+// hangupRetries is how often a refused hangup of the call is tried again, a second apart.
+const hangupRetries = 5
+
 // recordingGrace is how long a recording may take to be stored after its channel is gone.
 const recordingGrace = 5 * time.Second
 
@@ -135,6 +142,8 @@ type Script struct {
 	queue   []Action
 	phase   phase
 	n       int // counter for ids and timer names
+	steps   int // actions started
+	hangTry int // hangups of the call that failed
 	seq     int // last PostWebhook.Seq
 	waitSeq int // the PostWebhook whose reply is awaited (0: none)
 	timer   string
@@ -277,6 +286,9 @@ func (s *Script) fail(out []Command, why string) []Command {
 func (s *Script) next(out []Command) []Command {
 	s.phase = idle
 	s.playback, s.prompting, s.gather, s.digits, s.record, s.recName, s.dial = "", false, nil, "", nil, "", nil
+	if s.steps++; s.steps > MaxSteps {
+		return s.fail(out, fmt.Sprintf("more than %d actions on one call", MaxSteps))
+	}
 	if len(s.queue) == 0 {
 		s.phase = hangingUp
 		return append(out, Note{Text: "no more actions: hanging up"}, HangupChannel{Channel: s.cfg.CallID})
@@ -363,6 +375,8 @@ func (s *Script) Timer(name string) []Command {
 		return s.gathered(nil, "timeout")
 	case s.phase == pausing:
 		return s.next(nil)
+	case s.phase == hangingUp && !s.gone:
+		return []Command{HangupChannel{Channel: s.cfg.CallID}}
 	}
 	return nil
 }
@@ -542,6 +556,12 @@ func (s *Script) Failed(c Command, err error) []Command {
 		return []Command{note}
 	}
 	switch c := c.(type) {
+	case HangupChannel:
+		// The call must not stay held: try again a little later, a few times.
+		if c.Channel == s.cfg.CallID && s.phase == hangingUp && s.hangTry < hangupRetries {
+			s.hangTry++
+			return s.setTimer([]Command{note}, time.Second)
+		}
 	case Play:
 		if c.PlaybackID != s.playback {
 			return []Command{note}

@@ -391,6 +391,17 @@ func TestScript(t *testing.T) {
 			done: true,
 		},
 		{
+			name: "a refused hangup is tried again",
+			steps: []step{
+				{start(), answered},
+				{reply(1, `{"actions":[{"hangup":{}}]}`), []string{"cancel c1-t1", "hangup c1"}},
+				{failed(HangupChannel{Channel: "c1"}), []string{"timer c1-t2 1s"}},
+				{timer("c1-t2"), []string{"hangup c1"}},
+				{destroyed("c1"), nil},
+			},
+			done: true,
+		},
+		{
 			name: "playback refused: next action",
 			steps: []step{
 				{start(), answered},
@@ -417,6 +428,22 @@ func TestScript(t *testing.T) {
 				t.Errorf("WebhookError() = %q, want %q", s.WebhookError(), tc.whError)
 			}
 		})
+	}
+}
+
+// A webhook that answers every redirect with another redirect is cut off.
+func TestScriptStepLimit(t *testing.T) {
+	s := New(Config{CallID: "c1", Webhook: hook})
+	s.Start()
+	var out []Command
+	for seq := 1; seq <= MaxSteps+1; seq++ {
+		out = s.Reply(seq, Reply{Status: 200, Body: []byte(`{"actions":[{"redirect":"https://h.example/again"}]}`)})
+	}
+	if got := render(out); !reflect.DeepEqual(got, []string{"cancel c1-t1001", "hangup c1"}) {
+		t.Errorf("after %d redirects: %q", MaxSteps, got)
+	}
+	if !strings.Contains(s.WebhookError(), "more than 1000 actions") {
+		t.Errorf("webhook error %q", s.WebhookError())
 	}
 }
 

@@ -169,6 +169,9 @@ func DemoEndpoints() map[string]sim.Behavior {
 		"PJSIP/6004": {Result: sim.Decline, RingAfter: 50 * time.Millisecond, RingFor: demoRingTime},
 		"PJSIP/6005": {Result: sim.Offline},
 		"PJSIP/6006": {Result: sim.Congestion},
+		// A phone for webhook-driven calls (examples/webhook): answers, presses 1 a second later.
+		"PJSIP/6007": {Result: sim.Answer, RingAfter: 50 * time.Millisecond, AnswerAfter: demoRingTime,
+			HangupAfter: 20 * time.Second, DTMF: "1", DTMFAfter: time.Second},
 	}
 }
 
@@ -194,7 +197,7 @@ func (d *daemon) startDemo(ctx context.Context, cfg *Config, listen string) erro
 	d.closers = append(d.closers, func() { _ = s.Close() })
 	d.log.Warn("DEMO MODE: no Asterisk configured — using the built-in Asterisk SIMULATOR, not a real PBX",
 		"ari_url", s.URL(), "api_key", demoKey, "server", demoServer,
-		"endpoints", "PJSIP/6001 answers, 6002 busy, 6003 rings, 6004 declines, 6005 offline, 6006 congestion")
+		"endpoints", "PJSIP/6001 answers, 6002 busy, 6003 rings, 6004 declines, 6005 offline, 6006 congestion, 6007 answers and presses 1")
 	sum := sha256.Sum256([]byte(demoKey))
 	cfg.Asterisk = []AsteriskConfig{{Name: demoServer, URL: s.URL(), Username: demoARIUser, PasswordEnv: demoPassEnv, App: demoAppName}}
 	cfg.Keys = []api.Key{{Name: "demo", SHA256: hex.EncodeToString(sum[:])}}

@@ -63,6 +63,7 @@ func TestWebhookCallSim(t *testing.T) {
 		t.Run("dial busy", func(t *testing.T) { testDialBusy(t, e, "Local/talk@sim", "PJSIP/sipp-busy") })
 		t.Run("webhook 500 to fallback", func(t *testing.T) { testWebhookFailureFallback(t, e, "Local/talk@sim") })
 		t.Run("webhook unreachable", func(t *testing.T) { testWebhookUnreachable(t, e, "Local/talk@sim") })
+		t.Run("webhook too slow", func(t *testing.T) { testWebhookSlow(t, e, "Local/talk@sim") })
 	})
 }
 

@@ -373,6 +373,25 @@ func testWebhookUnreachable(t *testing.T, e *pbxEnv, endpoint string) {
 	}
 }
 
+// testWebhookSlow: the webhook never answers within the timeout (2 s here): the call is
+// hung up, not held; the late answer is not run.
+func testWebhookSlow(t *testing.T, e *pbxEnv, endpoint string) {
+	release := make(chan struct{})
+	h := newHookServer(t, func(map[string]any) (int, string) {
+		<-release
+		return 200, actions(`{"say":"1"}`)
+	})
+	t.Cleanup(func() { close(release) }) // before the server's Close (cleanups run in reverse)
+	began := time.Now()
+	last, _, _ := runWebhookCall(t, e, webhookReq(callID("wh-slow"), endpoint, h.URL))
+	if last.Call.WebhookError != "webhook did not answer within 2s" || last.Outcome != events.Completed {
+		t.Errorf("ended %s, webhook_error %q", last.Outcome, last.Call.WebhookError)
+	}
+	if took := time.Since(began); took > 10*time.Second {
+		t.Errorf("the call was held %s", took)
+	}
+}
+
 // TestWebhookCallPBX runs every action on the real PBX kit (Asterisk 22.10.1).
 func TestWebhookCallPBX(t *testing.T) {
 	url, user, pass := needPBX(t)
@@ -395,6 +414,7 @@ func TestWebhookCallPBX(t *testing.T) {
 	t.Run("continue", func(t *testing.T) { testContinue(t, e, "Local/talk@sim") })
 	t.Run("webhook 500 to fallback", func(t *testing.T) { testWebhookFailureFallback(t, e, "Local/talk@sim") })
 	t.Run("webhook unreachable", func(t *testing.T) { testWebhookUnreachable(t, e, "Local/talk@sim") })
+	t.Run("webhook too slow", func(t *testing.T) { testWebhookSlow(t, e, "Local/talk@sim") })
 }
 
 // webhookScenarios are the webhook-driven calls recorded on the real PBX into

@@ -34,7 +34,7 @@ func kindRank(k events.Kind) int {
 		return 2
 	case events.Progress:
 		return 3
-	case events.KindAnswered:
+	case events.KindAnswered, events.Webhook: // webhook events come after answered
 		return 4
 	case events.Ended:
 		return 5

@@ -288,6 +288,10 @@ func (a *App) checkChannel(ctx context.Context, l *link, t *tracked) channelChec
 		}
 		needContinue := ch.State == "Up" && ch.Dialplan.AppName == "Stasis" &&
 			strings.HasPrefix(ch.Dialplan.AppData, l.AppName+",") && !t.call.Final()
+		if needContinue && t.req.Webhook != "" {
+			needContinue = false // its webhook drives it, or it must not stay held
+			a.adoptWebhookCallLocked(l, t)
+		}
 		if needContinue {
 			t.continued = true
 		}

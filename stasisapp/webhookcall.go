@@ -157,6 +157,28 @@ func (a *App) startWebhookCall(l *link, t *tracked) {
 	a.background(w.run)
 }
 
+// adoptWebhookCallLocked handles a webhook-driven call found in our Stasis app after a
+// reconnect: a running script goes on; a call resumed by a restarted daemon has lost its
+// script (its state is not kept), so it is hung up with the reason rather than held.
+// t.mu must be held.
+func (a *App) adoptWebhookCallLocked(l *link, t *tracked) {
+	if a.ctl.get(t.req.ID) != nil || t.continued {
+		return
+	}
+	t.continued = true
+	why := "the daemon restarted during the call: its webhook script cannot be resumed"
+	t.call.SetWebhookError(why)
+	t.stepLocked(why+"; hanging up", 0)
+	id := t.req.ID
+	a.background(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := ignoreGone(l.ARI.Hangup(ctx, id, "")); err != nil {
+			a.log.Warn("hang up webhook call left without its script", "call_id", id, "err", err)
+		}
+	})
+}
+
 func (w *webhookCall) enqueue(in input) {
 	w.mu.Lock()
 	w.inbox = append(w.inbox, in)

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/invokeari/invokeari/events"
+	"github.com/invokeari/invokeari/stasisapp"
 	"github.com/invokeari/invokeari/stasisapp/sim"
 )
 
@@ -188,4 +190,31 @@ func callOf(lines [][]byte) string {
 		}
 	}
 	return ""
+}
+
+// A webhook-driven call still in our Stasis app when the daemon restarts cannot have its
+// script resumed: the restarted daemon hangs it up and says why, it is not held.
+func TestResumedWebhookCallIsHungUp(t *testing.T) {
+	s := startSim(t)
+	h := newHookServer(t, func(map[string]any) (int, string) { return 200, actions(`{"pause":60}`) })
+	store := &memStore{}
+	e1, stop1 := runWebhookApp(t, s.URL(), "u", "p", "whresume", store)
+	r := webhookReq(callID("wh-resume"), "Local/talk@sim", h.URL)
+	r.Wait = stasisapp.WaitAnswer
+	if _, err := e1.app.Originate(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the webhook asked", func() bool { return len(h.received()) == 1 })
+	stop1() // the daemon stops without draining: the call stays in Stasis, pausing
+
+	e2, stop2 := runWebhookApp(t, s.URL(), "u", "p", "whresume", store)
+	defer stop2()
+	evs := e2.pub.waitEnded(t, r.ID, 10*time.Second)
+	last := evs[len(evs)-1]
+	if last.Outcome != events.Completed || !strings.Contains(last.Call.WebhookError, "cannot be resumed") {
+		t.Errorf("resumed webhook call ended %s (%s), webhook_error %q", last.Outcome, last.Reason, last.Call.WebhookError)
+	}
+	if len(h.received()) != 1 {
+		t.Errorf("the restarted daemon asked the webhook again: %v", h.events())
+	}
 }

@@ -92,28 +92,38 @@ type pbxEnv struct {
 // startAppOn runs an App with webhook support against the ARI at url.
 func startAppOn(t *testing.T, url, user, pass string) *pbxEnv {
 	t.Helper()
-	appName := fmt.Sprintf("whtest-%d", time.Now().UnixNano())
+	e, stop := runWebhookApp(t, url, user, pass, fmt.Sprintf("whtest-%d", time.Now().UnixNano()), nil)
+	t.Cleanup(stop)
+	return e
+}
+
+// runWebhookApp runs an App with webhook support (and store, when not nil) until stop.
+func runWebhookApp(t *testing.T, url, user, pass, appName string, store stasisapp.Store) (*pbxEnv, func()) {
+	t.Helper()
 	c, err := ari.NewClient(ari.Config{URL: url, Username: user, Password: pass, App: appName})
 	if err != nil {
 		t.Fatal(err)
 	}
 	pub := newMemPublisher()
 	app, err := stasisapp.New(stasisapp.Config{Servers: []stasisapp.Server{{Name: "pbx", AppName: appName, ARI: c}},
-		Publisher: pub, Webhooks: plainWebhooks{c: &http.Client{}}, WebhookTimeout: 2 * time.Second})
+		Publisher: pub, Store: store, Webhooks: plainWebhooks{c: &http.Client{}}, WebhookTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- app.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("App.Run: %v", err)
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("App.Run: %v", err)
+			}
+		})
+	}
 	waitFor(t, "link connected", func() bool { return app.Status()[0].Connected })
-	return &pbxEnv{app: app, pub: pub}
+	return &pbxEnv{app: app, pub: pub}, stop
 }
 
 // needPBX returns the real PBX kit's ARI (from `make itest` or `pbx env`), or skips loudly.

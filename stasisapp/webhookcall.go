@@ -251,7 +251,9 @@ func (w *webhookCall) feed(in input) []script.Command {
 func (w *webhookCall) legEvent(id string, leg *Call, changes []Change, ev ari.Event) []script.Command {
 	var out []script.Command
 	for _, c := range changes {
-		out = append(out, script.Note{Text: "second leg " + string(c.Kind)})
+		if c.Kind == events.KindAnswered { // the transcript is short: only what matters
+			out = append(out, script.Note{Text: "second leg answered"})
+		}
 	}
 	if _, ok := ev.(*ari.StasisStart); ok && leg.Answered() && !leg.Final() {
 		out = append(out, w.sc.LegAnswered(id)...)

@@ -186,7 +186,7 @@ func testSayGather(t *testing.T, e *pbxEnv, endpoint string) {
 		switch ev["event"] {
 		case "answered":
 			return 200, actions(`{"say":"42"}`,
-				`{"gather":{"digits":1,"timeout":8,"prompt":"sound:hello-world","action":"`+h.URL+`/gathered"}}`)
+				`{"gather":{"digits":1,"timeout":8,"prompt":["sound:hello-world","sound:hello-world"],"action":"`+h.URL+`/gathered"}}`)
 		case "gathered":
 			return 200, actions(`{"play":"sound:digits/1"}`)
 		}
@@ -433,7 +433,7 @@ var webhookScenarios = []struct {
 	name, desc string
 	run        func(*testing.T, *pbxEnv)
 }{
-	{"wh_say_gather_dtmf1", "Local/dtmf1@sim app=X; on StasisStart: play digits:42, play sound:hello-world (gather prompt), DTMF 1, play sound:digits/1, DELETE channel",
+	{"wh_say_gather_dtmf1", "Local/dtmf1@sim app=X; on StasisStart: play digits:42, play sound:hello-world twice (gather prompt; 1 is pressed during it), DTMF 1, play sound:digits/1, DELETE channel",
 		func(t *testing.T, e *pbxEnv) { testSayGather(t, e, "Local/dtmf1@sim") }},
 	{"wh_record_talk", "Local/talk@sim app=X; on StasisStart: POST record max 2 s beep, RecordingFinished, DELETE channel",
 		func(t *testing.T, e *pbxEnv) { testRecord(t, e, "Local/talk@sim") }},

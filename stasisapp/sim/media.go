@@ -20,6 +20,7 @@ type media struct {
 
 type playback struct {
 	id, mediaURI string
+	next         string // the second media URI of a list ("next_media_uri"), if any
 	ch           *channel
 	timer        *time.Timer
 }
@@ -44,16 +45,16 @@ func (m *media) init() {
 }
 
 // playFor is how long a media URI plays on the recorded Asterisk (English GSM prompts):
-// about 0.9 s per spoken digit, 1.6 s for hello-world, 1 s for anything else.
+// about 0.95 s per spoken digit, 1.42 s for hello-world (2343 bytes of GSM), 1 s else.
 func playFor(uri string) time.Duration {
 	scheme, rest, _ := strings.Cut(uri, ":")
 	switch {
 	case scheme == "digits" || scheme == "characters":
-		return time.Duration(len(rest)) * 900 * time.Millisecond
+		return time.Duration(len(rest)) * 950 * time.Millisecond
 	case scheme == "sound" && strings.HasPrefix(rest, "digits/"):
 		return 900 * time.Millisecond
 	case uri == "sound:hello-world":
-		return 1600 * time.Millisecond
+		return 1420 * time.Millisecond
 	}
 	return time.Second
 }
@@ -110,6 +111,10 @@ func (pb *playback) json(state string) string {
 	b = appendStr(b, pb.id)
 	b = append(b, `,"media_uri":`...)
 	b = appendStr(b, pb.mediaURI)
+	if pb.next != "" {
+		b = append(b, `,"next_media_uri":`...)
+		b = appendStr(b, pb.next)
+	}
 	b = append(b, `,"target_uri":`...)
 	b = appendStr(b, "channel:"+pb.ch.id)
 	b = append(b, `,"language":"en","state":`...)
@@ -142,6 +147,10 @@ func (s *Server) play(w http.ResponseWriter, chID, id, uris string) {
 	}
 	list := strings.Split(uris, ",")
 	pb := &playback{id: id, mediaURI: list[0], ch: ch}
+	if len(list) > 1 {
+		// A list plays as one playback; PlaybackContinuing between items is not simulated.
+		pb.next = list[1]
+	}
 	s.media.playbacks[id] = pb
 	writeJSON(w, http.StatusCreated, []byte(pb.json("queued")))
 	s.objEvent(ch, "PlaybackStarted", "playback", pb.json("playing"))

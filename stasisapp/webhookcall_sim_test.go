@@ -63,6 +63,9 @@ func TestWebhookCallSim(t *testing.T) {
 		e := startAppOn(t, s.URL(), "u", "p")
 		t.Run("gather until # dtmf", func(t *testing.T) { testGatherFinishOn(t, e, "Local/dtmf@sim") })
 		t.Run("dial busy", func(t *testing.T) { testDialBusy(t, e, "Local/talk@sim", "PJSIP/sipp-busy") })
+		t.Run("caller hangs up while bridged", func(t *testing.T) {
+			testCallerHangsUpWhileBridged(t, e, s.URL(), "u", "p", "PJSIP/sipp-answer", "Local/talk@sim")
+		})
 		t.Run("webhook 500 to fallback", func(t *testing.T) { testWebhookFailureFallback(t, e, "Local/talk@sim") })
 		t.Run("webhook unreachable", func(t *testing.T) { testWebhookUnreachable(t, e, "Local/talk@sim") })
 		t.Run("webhook too slow", func(t *testing.T) { testWebhookSlow(t, e, "Local/talk@sim") })

@@ -342,6 +342,59 @@ func testDialBusy(t *testing.T, e *pbxEnv, endpoint, leg string) {
 	}
 }
 
+// testCallerHangsUpWhileBridged: the caller (sipp-answer: BYE 2 s after answering) hangs
+// up while bridged with the second leg: the leg is hung up and the bridge destroyed; no
+// channel of the call is left on Asterisk.
+func testCallerHangsUpWhileBridged(t *testing.T, e *pbxEnv, ariURL, user, pass, endpoint, leg string) {
+	h := newHookServer(t, func(ev map[string]any) (int, string) {
+		return 200, actions(`{"dial":{"d":"`+leg+`","t":10}}`, `{"say":"1"}`)
+	})
+	r := webhookReq(callID("wh-bhup"), endpoint, h.URL)
+	last, _, _ := runWebhookCall(t, e, r)
+	if last.Outcome != events.Completed {
+		t.Errorf("ended %s (%s)", last.Outcome, last.Reason)
+	}
+	c, err := ari.NewClient(ari.Config{URL: ariURL, Username: user, Password: pass, App: "whcheck"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "no channel of the call left", func() bool {
+		chs, err := c.ListChannels(context.Background())
+		if err != nil {
+			return false
+		}
+		for _, ch := range chs {
+			if strings.HasPrefix(ch.ID, last.ID) {
+				return false
+			}
+		}
+		return true
+	})
+	// The clean-up follows the call's end; an idempotent repeat shows the whole transcript.
+	var tr string
+	waitFor(t, "the second leg's end", func() bool {
+		res, err := e.app.Originate(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		for _, s := range res.Transcript {
+			fmt.Fprintf(&b, "%s [%d]\n", s.Step, s.HTTPCode)
+		}
+		tr = b.String()
+		return strings.Contains(tr, "second leg ended")
+	})
+	for _, want := range []string{"ari mixing bridge [200]", "ari hangup second leg [200]", "ari destroy bridge [200]",
+		"second leg ended: completed"} {
+		if !strings.Contains(tr, want) {
+			t.Errorf("transcript lacks %q:\n%s", want, tr)
+		}
+	}
+	if got := h.events(); len(got) != 1 {
+		t.Errorf("webhook got %v; a call that hung up runs no more actions", got)
+	}
+}
+
 // testContinue: {"continue":{}} hands the call to the request's c (sink: Wait(5), Hangup).
 func testContinue(t *testing.T, e *pbxEnv, endpoint string) {
 	h := newHookServer(t, func(map[string]any) (int, string) { return 200, actions(`{"continue":{}}`) })
@@ -421,6 +474,9 @@ func TestWebhookCallPBX(t *testing.T) {
 	t.Run("record, caller hangs up", func(t *testing.T) { testRecordHangup(t, e, "Local/answer@sim") })
 	t.Run("dial+bridge", func(t *testing.T) { testDialBridge(t, e, "PJSIP/sipp-answerwait", "Local/answer@sim") })
 	t.Run("dial busy", func(t *testing.T) { testDialBusy(t, e, "Local/talk@sim", "PJSIP/sipp-busy") })
+	t.Run("caller hangs up while bridged", func(t *testing.T) {
+		testCallerHangsUpWhileBridged(t, e, url, user, pass, "PJSIP/sipp-answer", "Local/talk@sim")
+	})
 	t.Run("continue", func(t *testing.T) { testContinue(t, e, "Local/talk@sim") })
 	t.Run("webhook 500 to fallback", func(t *testing.T) { testWebhookFailureFallback(t, e, "Local/talk@sim") })
 	t.Run("webhook unreachable", func(t *testing.T) { testWebhookUnreachable(t, e, "Local/talk@sim") })

@@ -485,3 +485,27 @@ func TestParseRefuses(t *testing.T) {
 		t.Errorf("kind %q", acts[0].Kind())
 	}
 }
+
+// The actions as SPEC §9 writes them parse.
+func TestParseSpecExamples(t *testing.T) {
+	doc := `{"actions":[{"say":"1234"},{"play":"sound:hello-world"},
+		{"gather":{"digits":4,"finish_on":"#","timeout":5,"prompt":["sound:hello-world"],"action":"https://h.example/g"}},
+		{"record":{"max_seconds":60,"beep":true,"finish_on":"#","action":"https://h.example/r"}},
+		{"dial":{"d":"PJSIP/6002","t":20,"i":"\"Sales\" <+15550001111>","action":"https://h.example/d"}},
+		{"continue":{"c":"sales","e":"100"}},{"pause":2},{"redirect":"https://h.example/next"},{"hangup":{}}]}`
+	acts, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, a := range acts {
+		kinds = append(kinds, a.Kind())
+	}
+	want := []string{"say", "play", "gather", "record", "dial", "continue", "pause", "redirect", "hangup"}
+	if !reflect.DeepEqual(kinds, want) {
+		t.Errorf("kinds %v, want %v", kinds, want)
+	}
+	if d := acts[4].Dial; d == nil || d.D != "PJSIP/6002" || d.T != 20 || d.I != `"Sales" <+15550001111>` {
+		t.Errorf("dial %+v", d)
+	}
+}

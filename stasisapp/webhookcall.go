@@ -286,7 +286,7 @@ var errNoMedia = errors.New("this ARI client has no playback, recording or bridg
 
 func (w *webhookCall) do(ctx context.Context, c script.Command) []script.Command {
 	id := w.t.req.ID
-	var op string
+	var op, detail string
 	var err error
 	began := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -345,7 +345,7 @@ func (w *webhookCall) do(ctx context.Context, c script.Command) []script.Command
 			err = ignoreGone(w.m.DestroyBridge(rctx, c.BridgeID))
 		}
 	case script.ContinueDialplan:
-		op = "continue " + c.Context + "," + c.Extension + ",1"
+		op, detail = "continue", " "+c.Context+","+c.Extension+",1"
 		err = w.l.ARI.Continue(rctx, c.Channel, c.Context, c.Extension, 1)
 	case script.HangupChannel:
 		op = "hangup"
@@ -357,12 +357,12 @@ func (w *webhookCall) do(ctx context.Context, c script.Command) []script.Command
 		w.step(fmt.Sprintf("unknown script command %T", c), 0)
 		return nil
 	}
-	w.app.observeARI(op, began, err)
+	w.app.observeARI(op, began, err) // op is a fixed name: it is a metric label
 	if err != nil {
-		w.step("ari "+op+" failed: "+err.Error(), ariStatus(err))
+		w.step("ari "+op+detail+" failed: "+err.Error(), ariStatus(err))
 		return w.sc.Failed(c, err)
 	}
-	w.step("ari "+op, 200)
+	w.step("ari "+op+detail, 200)
 	return nil
 }
 

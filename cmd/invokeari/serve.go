@@ -320,7 +320,7 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 			errc <- fmt.Errorf("http: %w", err)
 		}
 	}()
-	nd := natsdoor.New(natsdoor.Config{Conn: nc, Originator: app, Gate: gate, RequireKey: cfg.NATS.RequireKey || demo,
+	nd := natsdoor.New(natsdoor.Config{Conn: nc, Originator: app, Gate: gate, RequireKey: cfg.NATS.RequireKey,
 		Observe: m.observeReply("nats"), Logger: log.With("component", "natsdoor")})
 	doors.Add(1)
 	go func() {

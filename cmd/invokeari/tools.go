@@ -48,8 +48,15 @@ func runSim(ctx context.Context, args []string, out io.Writer) error {
 	return s.Close()
 }
 
+// cliCallLimit bounds one `invokeari call`: longer than the largest t (600 s) plus the
+// daemon's wait margin; the daemon itself ends every wait (504) well before. The NATS
+// client needs the deadline (a context without one is refused), main's context has none.
+const cliCallLimit = 15 * time.Minute
+
 // runCall places one call over HTTP or NATS and prints its events as they arrive.
 func runCall(ctx context.Context, args []string, out io.Writer, getenv func(string) string) error {
+	ctx, cancel := context.WithTimeout(ctx, cliCallLimit)
+	defer cancel()
 	fs := flag.NewFlagSet("call", flag.ContinueOnError)
 	fs.SetOutput(out)
 	var f api.Fields
@@ -140,9 +147,7 @@ func sendCall(ctx context.Context, via, httpURL, key string, f api.Fields, nc *n
 		m := nats.NewMsg(natsdoor.Subject)
 		m.Data = body
 		m.Header.Set("X-API-Key", key)
-		rctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
-		defer cancel()
-		r, err := nc.RequestMsgWithContext(rctx, m)
+		r, err := nc.RequestMsgWithContext(ctx, m)
 		if err != nil {
 			return nil, err
 		}

@@ -70,7 +70,7 @@ func runCall(ctx context.Context, args []string, out io.Writer, getenv func(stri
 	fs.StringVar(&f.Wait, "wait", "end", "accepted | answer | end")
 	fs.StringVar(&f.ID, "id", "", "call id (default: generated)")
 	via := fs.String("via", "http", "http or nats")
-	httpURL := fs.String("url", "http://127.0.0.1:8080/v2/invokeARI", "HTTP endpoint")
+	httpURL := fs.String("url", orDefault(getenv("INVOKEARI_URL"), "http://127.0.0.1:8080/v2/invokeARI"), "HTTP endpoint (env INVOKEARI_URL)")
 	natsURL := fs.String("nats", orDefault(getenv("INVOKEARI_NATS_URL"), "nats://127.0.0.1:4222"), "NATS URL (for events, and for -via nats)")
 	key := fs.String("key", orDefault(getenv("INVOKEARI_API_KEY"), demoKey), "API key (env INVOKEARI_API_KEY)")
 	if err := fs.Parse(args); err != nil {

@@ -92,7 +92,7 @@ func judgeFaults(t *testing.T, name string, st *stream, load []*faultCall, want 
 		ok := false
 		if ev != nil {
 			g = string(ev.Outcome)
-			if ev.Outcome == events.Unknown {
+			if ev.Outcome != events.Completed && ev.Outcome != events.NoAnswer {
 				g += " (" + ev.Reason + ")"
 			}
 			for _, w := range want[f.kind] {

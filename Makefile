@@ -7,7 +7,7 @@ export GOEXPERIMENT ?= jsonv2
 PKGS    := ./...
 BIN     := bin/invokeari
 
-.PHONY: run build test check bench fuzz faults clean
+.PHONY: run build test check bench fuzz faults itest clean
 
 ## run: start the daemon on the embedded defaults (embedded NATS + built-in Asterisk simulator)
 run:
@@ -42,6 +42,15 @@ fuzz:
 ## faults: the full fault-injection suite with its table
 faults:
 	$(GO) test -race -count=1 -timeout 30m ./cmd/invokeari -run TestFaults -v -args -faults.full
+
+## itest: the real-PBX suite against the kit's Asterisk 22 (../shared/asterisk), started once
+## for the run on PBX_BASE and stopped on exit; the suite prints its table and `N passed, N failed`
+PBX      ?= ../shared/asterisk/pbx
+PBX_BASE ?= 18088
+itest:
+	@set -e; env="$$($(PBX) start --base $(PBX_BASE) --export)"; eval "$$env"; \
+	trap '$(PBX) stop --base $(PBX_BASE)' EXIT; \
+	$(GO) test -count=1 -v -timeout 15m ./cmd/invokeari/itest/...
 
 clean:
 	rm -rf bin data

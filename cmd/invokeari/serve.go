@@ -41,7 +41,7 @@ func serve(ctx context.Context, args []string, out io.Writer, getenv func(string
 	natsURL := fs.String("nats-url", "", "external NATS URL (env INVOKEARI_NATS_URL; overrides nats.url)")
 	natsListen := fs.String("nats-listen", "", "embedded NATS listen address (env INVOKEARI_NATS_LISTEN)")
 	storeDir := fs.String("store-dir", "", "embedded NATS store dir (env INVOKEARI_NATS_STORE_DIR)")
-	simListen := fs.String("sim-listen", "127.0.0.1:8088", "demo mode: simulator listen address")
+	simListen := fs.String("sim-listen", orDefault(getenv("INVOKEARI_SIM_LISTEN"), "127.0.0.1:8088"), "demo mode: simulator listen address (env INVOKEARI_SIM_LISTEN)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -323,7 +323,7 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 			errc <- fmt.Errorf("http: %w", err)
 		}
 	}()
-	nd := natsdoor.New(natsdoor.Config{Conn: nc, Originator: app, Gate: gate, RequireKey: cfg.NATS.RequireKey || demo,
+	nd := natsdoor.New(natsdoor.Config{Conn: nc, Originator: app, Gate: gate, RequireKey: cfg.NATS.RequireKey,
 		Observe: m.observeReply("nats"), Logger: log.With("component", "natsdoor")})
 	doors.Add(1)
 	go func() {

@@ -48,8 +48,15 @@ func runSim(ctx context.Context, args []string, out io.Writer) error {
 	return s.Close()
 }
 
+// cliCallLimit bounds one `invokeari call`: longer than the largest t (600 s) plus the
+// daemon's wait margin; the daemon itself ends every wait (504) well before. The NATS
+// client needs the deadline (a context without one is refused), main's context has none.
+const cliCallLimit = 15 * time.Minute
+
 // runCall places one call over HTTP or NATS and prints its events as they arrive.
 func runCall(ctx context.Context, args []string, out io.Writer, getenv func(string) string) error {
+	ctx, cancel := context.WithTimeout(ctx, cliCallLimit)
+	defer cancel()
 	fs := flag.NewFlagSet("call", flag.ContinueOnError)
 	fs.SetOutput(out)
 	var f api.Fields
@@ -63,7 +70,7 @@ func runCall(ctx context.Context, args []string, out io.Writer, getenv func(stri
 	fs.StringVar(&f.Wait, "wait", "end", "accepted | answer | end")
 	fs.StringVar(&f.ID, "id", "", "call id (default: generated)")
 	via := fs.String("via", "http", "http or nats")
-	httpURL := fs.String("url", "http://127.0.0.1:8080/v2/invokeARI", "HTTP endpoint")
+	httpURL := fs.String("url", orDefault(getenv("INVOKEARI_URL"), "http://127.0.0.1:8080/v2/invokeARI"), "HTTP endpoint (env INVOKEARI_URL)")
 	natsURL := fs.String("nats", orDefault(getenv("INVOKEARI_NATS_URL"), "nats://127.0.0.1:4222"), "NATS URL (for events, and for -via nats)")
 	key := fs.String("key", orDefault(getenv("INVOKEARI_API_KEY"), demoKey), "API key (env INVOKEARI_API_KEY)")
 	if err := fs.Parse(args); err != nil {
@@ -140,9 +147,7 @@ func sendCall(ctx context.Context, via, httpURL, key string, f api.Fields, nc *n
 		m := nats.NewMsg(natsdoor.Subject)
 		m.Data = body
 		m.Header.Set("X-API-Key", key)
-		rctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
-		defer cancel()
-		r, err := nc.RequestMsgWithContext(rctx, m)
+		r, err := nc.RequestMsgWithContext(ctx, m)
 		if err != nil {
 			return nil, err
 		}

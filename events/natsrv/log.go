@@ -6,8 +6,11 @@ import (
 	"sync"
 )
 
-// slogLogger adapts nats-server's Logger to slog. Fatalf does not exit: it logs at
-// error level and remembers the first message so Start can return it as an error.
+// slogLogger adapts nats-server's Logger to slog. Its notices (the ASCII banner, the
+// version, the listen addresses, JetStream's settings: some 25 lines per start) go to
+// debug level, so the daemon's log shows only nats-server's warnings and errors.
+// Fatalf does not exit: it logs at error level and remembers the first message so
+// Start can return it as an error.
 type slogLogger struct {
 	log *slog.Logger
 
@@ -15,7 +18,7 @@ type slogLogger struct {
 	fatalText string
 }
 
-func (l *slogLogger) Noticef(format string, v ...any) { l.log.Info(fmt.Sprintf(format, v...)) }
+func (l *slogLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l *slogLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
 func (l *slogLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
 func (l *slogLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }

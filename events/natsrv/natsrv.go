@@ -31,7 +31,8 @@ type Config struct {
 	Listen string
 	// StoreDir is where JetStream keeps its files (default ./data/nats).
 	StoreDir string
-	// Logger receives the server's notices, warnings and errors (default: discard).
+	// Logger receives the server's warnings and errors, and its notices at debug level
+	// (default: discard).
 	Logger *slog.Logger
 }
 

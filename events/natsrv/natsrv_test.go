@@ -1,8 +1,11 @@
 package natsrv
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -107,4 +110,51 @@ func TestStartPortInUse(t *testing.T) {
 	if took := time.Since(begin); took > 3*time.Second {
 		t.Errorf("Start on a port in use took %s, want a prompt error", took)
 	}
+}
+
+// TestLogKeepsOnlyWarningsAndErrors: at the daemon's default level (info) a start logs
+// none of nats-server's chatter (banner, version, listen and JetStream notices), while
+// its warnings and errors still reach the log.
+func TestLogKeepsOnlyWarningsAndErrors(t *testing.T) {
+	var buf syncBuf
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	e, err := Start(ctx, Config{Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), Logger: log})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	e.Shutdown()
+	if got := buf.String(); got != "" {
+		t.Errorf("a start and shutdown logged at info level or above:\n%s", got)
+	}
+
+	var dbg syncBuf
+	l := &slogLogger{log: slog.New(slog.NewTextHandler(&dbg, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	l.Noticef("Starting nats-server")
+	l.Warnf("disk %s low", "store")
+	l.Errorf("stream %s lost", "X")
+	for _, want := range []string{`level=DEBUG msg="Starting nats-server"`, `level=WARN msg="disk store low"`, `level=ERROR msg="stream X lost"`} {
+		if !strings.Contains(dbg.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, dbg.String())
+		}
+	}
+}
+
+// syncBuf is a bytes.Buffer safe for the server's goroutines.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -570,6 +570,7 @@ func (a *App) dial(l *link, t *tracked) error {
 	}
 	ctx, cancel := context.WithTimeout(a.ctx(), 10*time.Second)
 	defer cancel()
+	ctx = ari.WithTrace(ctx, t.traceStep) // transport retries go into the transcript
 	began := time.Now()
 	ch, err := l.ARI.Originate(ctx, p)
 	a.observeARI("originate", began, err)
@@ -810,6 +811,7 @@ func (a *App) orphanInStasis(l *link, ss *ari.StasisStart) {
 func (a *App) continueCall(ctx context.Context, l *link, t *tracked) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	ctx = ari.WithTrace(ctx, t.traceStep)
 	began := time.Now()
 	err := l.ARI.Continue(ctx, t.req.ID, t.req.Context, t.req.Extension, 1)
 	a.observeARI("continue", began, err)

@@ -92,6 +92,13 @@ func (t *tracked) stepLocked(s string, code int) {
 	t.transcript = append(t.transcript, Step{TMS: time.Since(t.began).Milliseconds(), Step: s, HTTPCode: code})
 }
 
+// traceStep adds a step to the transcript; it takes t.mu (an ari.TraceFunc).
+func (t *tracked) traceStep(s string, code int) {
+	t.mu.Lock()
+	t.stepLocked(s, code)
+	t.mu.Unlock()
+}
+
 // satisfies reports whether the call has reached what wait asks for; t.mu must be held.
 func (t *tracked) satisfies(w Wait) bool {
 	if t.call.Final() || t.final != nil {

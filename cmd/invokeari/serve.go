@@ -252,7 +252,7 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	var clients []*ari.Client
 	for _, a := range cfg.Asterisk {
 		c, err := ari.NewClient(ari.Config{URL: a.URL, Username: a.Username, Password: a.password, App: a.App,
-			Logger: log.With("component", "ari", "server", a.Name)})
+			MaxConns: a.MaxConnections, Logger: log.With("component", "ari", "server", a.Name)})
 		if err != nil {
 			return fmt.Errorf("asterisk %s: %w", a.Name, err)
 		}
@@ -433,8 +433,9 @@ func dynamicServers(cfg Config, log *slog.Logger) (*stasisapp.DynamicConfig, err
 			DialContext:           dialer.DialContext,
 			TLSHandshakeTimeout:   3 * time.Second,
 			ResponseHeaderTimeout: 5 * time.Second,
+			MaxConnsPerHost:       ari.DefaultMaxConns,
 			MaxIdleConnsPerHost:   16,
-			IdleConnTimeout:       min(idle, 90*time.Second),
+			IdleConnTimeout:       min(idle, ari.DefaultIdleConnTimeout),
 		}
 		hc := &http.Client{Transport: tr,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

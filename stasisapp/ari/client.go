@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
@@ -293,13 +294,15 @@ func (c *Client) Originate(ctx context.Context, p OriginateParams) (Channel, err
 	var ch Channel
 	attempts, err := c.doAttempts(ctx, http.MethodPost, "/channels", q, body, &ch)
 	var ae *Error
-	if attempts > 1 && p.ChannelID != "" && errors.As(err, &ae) && ae.Status == http.StatusConflict &&
-		strings.Contains(ae.Message, "already exists") {
-		// An earlier attempt reached Asterisk and created the channel before its
-		// connection failed: the channel is this originate's, not someone else's.
+	if p.ChannelID == "" || !errors.As(err, &ae) || ae.Status != http.StatusConflict || !strings.Contains(ae.Message, "already exists") {
+		return ch, err
+	}
+	if attempts > 1 {
+		// An earlier attempt may have reached Asterisk and created the channel before
+		// its connection failed.
 		return c.adopt(ctx, p, ae)
 	}
-	return ch, err
+	return ch, c.explainConflict(ctx, p.ChannelID, ae)
 }
 
 // Continue sends a channel in Stasis back to the dialplan (POST /channels/{id}/continue).
@@ -383,15 +386,18 @@ func (c *Client) do(ctx context.Context, method, p, q string, body, out any) err
 }
 
 // once sends one request and reads its whole reply. An error is a transport error:
-// the request may or may not have reached Asterisk.
-func (c *Client) once(ctx context.Context, method, u string, payload []byte) (status int, data []byte, err error) {
+// the request may or may not have reached Asterisk. sends is how many connections the
+// request was written on: net/http itself re-sends a request whose connection failed
+// before it counted a byte written, and Asterisk may have read that first copy.
+func (c *Client) once(ctx context.Context, method, u string, payload []byte) (status, sends int, data []byte, err error) {
 	var rd io.Reader
 	if payload != nil {
 		rd = bytes.NewReader(payload)
 	}
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { sends++ }})
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
-		return 0, nil, err
+		return 0, 0, nil, err
 	}
 	req.SetBasicAuth(c.username, c.password)
 	req.Header.Set("Accept", "application/json")
@@ -400,14 +406,14 @@ func (c *Client) once(ctx context.Context, method, u string, payload []byte) (st
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, nil, err
+		return 0, sends, nil, err
 	}
 	defer resp.Body.Close()
 	data, err = io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		return 0, nil, fmt.Errorf("read %d reply: %w", resp.StatusCode, err)
+		return 0, sends, nil, fmt.Errorf("read %d reply: %w", resp.StatusCode, err)
 	}
-	return resp.StatusCode, data, nil
+	return resp.StatusCode, sends, data, nil
 }
 
 // newError builds *Error from a non-2xx reply. ARI puts its text under "message",

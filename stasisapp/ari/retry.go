@@ -2,6 +2,7 @@ package ari
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -45,8 +46,9 @@ func traceStep(ctx context.Context, step string, status int) {
 // Retries is the number of REST attempts sent again after a transport error.
 func (c *Client) Retries() uint64 { return c.retries.Load() }
 
-// doAttempts is do that also says how many attempts were sent: a reply to attempt 2 or
-// later may be explained by an earlier attempt having reached Asterisk.
+// doAttempts is do that also says how many times the request was sent (by this loop or
+// by net/http): a reply to a second copy may be explained by the first having reached
+// Asterisk.
 func (c *Client) doAttempts(ctx context.Context, method, p, q string, body, out any) (attempts int, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.requestTimeout)
 	defer cancel()
@@ -63,24 +65,29 @@ func (c *Client) doAttempts(ctx context.Context, method, p, q string, body, out 
 	}
 	began := time.Now()
 	for n := 1; ; n++ {
-		status, data, err := c.once(ctx, method, u, payload)
+		status, sends, data, err := c.once(ctx, method, u, payload)
+		if sends > 1 {
+			traceStep(ctx, fmt.Sprintf("ari %s %s: net/http re-sent attempt %d on a new connection after the first one failed", method, p, n), 0)
+			c.retries.Add(uint64(sends - 1))
+		}
+		attempts += max(sends, 1)
 		if err == nil {
 			if status < 200 || status > 299 {
-				return n, newError(method, p, status, data)
+				return attempts, newError(method, p, status, data)
 			}
 			if out == nil {
-				return n, nil
+				return attempts, nil
 			}
 			if err := json.Unmarshal(data, out); err != nil {
-				return n, fmt.Errorf("ari %s %s: decode %d reply: %w", method, p, status, err)
+				return attempts, fmt.Errorf("ari %s %s: decode %d reply: %w", method, p, status, err)
 			}
-			return n, nil
+			return attempts, nil
 		}
 		if ctx.Err() != nil {
 			if n == 1 {
-				return n, fmt.Errorf("ari %s %s: %w", method, p, err)
+				return attempts, fmt.Errorf("ari %s %s: %w", method, p, err)
 			}
-			return n, fmt.Errorf("ari %s %s: unreachable: %d attempts in %s, last: %w",
+			return attempts, fmt.Errorf("ari %s %s: unreachable: %d attempts in %s, last: %w",
 				method, p, n, time.Since(began).Round(time.Millisecond), err)
 		}
 		wait := retryBackoff(n)
@@ -93,7 +100,7 @@ func (c *Client) doAttempts(ctx context.Context, method, p, q string, body, out 
 			case <-timer.C:
 			case <-ctx.Done():
 				timer.Stop()
-				return n, fmt.Errorf("ari %s %s: unreachable: %d attempts in %s, last: %w",
+				return attempts, fmt.Errorf("ari %s %s: unreachable: %d attempts in %s, last: %w",
 					method, p, n, time.Since(began).Round(time.Millisecond), err)
 			}
 		}
@@ -122,10 +129,31 @@ func (c *Client) adopt(ctx context.Context, p OriginateParams, conflict *Error) 
 		return Channel{}, fmt.Errorf("%w (after a retry; GET of the channel: %w)", conflict, err)
 	}
 	tech, _, _ := strings.Cut(p.Endpoint, "/")
-	if !strings.HasPrefix(strings.ToLower(ch.Name), strings.ToLower(tech)+"/") {
+	if ch.ID != p.ChannelID || !strings.HasPrefix(strings.ToLower(ch.Name), strings.ToLower(tech)+"/") {
 		traceStep(ctx, fmt.Sprintf("ari POST /channels: retry answered 409 and channel %s is not of endpoint %s: not adopted", ch.Name, p.Endpoint), conflict.Status)
 		return Channel{}, conflict
 	}
 	traceStep(ctx, fmt.Sprintf("ari POST /channels: retry answered 409; GET /channels/{id} shows %s (%s): an earlier attempt created it, adopted", ch.Name, ch.State), http.StatusOK)
 	return ch, nil
+}
+
+// ErrIDPrefixConflict: Asterisk refused a channel id with 409 "already exists" although no
+// channel has that id. Asterisk 22 (seen on 22.10.1) refuses an originate whose channel
+// id is a prefix of a live channel's id: "call-1" while "call-10" is up. Call ids of one
+// length (the daemon's own are) never collide so.
+var ErrIDPrefixConflict = errors.New("no channel has this id; Asterisk refuses an id that is the prefix of a live channel's id (use call ids of one length)")
+
+// explainConflict turns a first-attempt 409 "already exists" into evidence: the channel
+// with that id, or ErrIDPrefixConflict when GET /channels/{id} finds none.
+func (c *Client) explainConflict(ctx context.Context, id string, conflict *Error) error {
+	ch, err := c.GetChannel(ctx, id)
+	var ae *Error
+	switch {
+	case err == nil:
+		return fmt.Errorf("%w (channel %s, %s, created %s)", conflict, ch.Name, ch.State, ch.CreationTime.Format(time.RFC3339))
+	case errors.As(err, &ae) && ae.Status == http.StatusNotFound:
+		return fmt.Errorf("%w: %w", conflict, ErrIDPrefixConflict)
+	default:
+		return conflict
+	}
 }

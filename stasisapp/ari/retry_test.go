@@ -142,8 +142,8 @@ func TestOriginateTransportRetry(t *testing.T) {
 		{"Asterisk placed the call, then the connection died: the 409 of the retry adopts it", firstPOST(dropServed), false, 0, 0,
 			[]string{"POST /ari/channels", "POST /ari/channels", "GET /ari/channels/c-1"},
 			[]string{"attempt 1 failed in transport", "409", "adopted"}},
-		{"409 on the first attempt is Asterisk's refusal", func(int, *http.Request) fate { return serve }, true, 0, 409,
-			[]string{"POST /ari/channels"}, nil},
+		{"409 on the first attempt is Asterisk's refusal, with the channel as evidence", func(int, *http.Request) fate { return serve }, true, 0, 409,
+			[]string{"POST /ari/channels", "GET /ari/channels/c-1"}, nil},
 		{"two dead connections in a row, then a reply", func(n int, r *http.Request) fate {
 			if n <= 2 {
 				return dropUnserved
@@ -330,5 +330,45 @@ func TestMaxConns(t *testing.T) {
 	}
 	if p := peak.Load(); p > 4 || p < 1 {
 		t.Errorf("peak connections = %d, want 1..4", p)
+	}
+}
+
+// TestOriginateConflictExplained: a first-attempt 409 "already exists" is Asterisk's
+// refusal, with the evidence GET /channels/{id} gives: the live channel, or none (the
+// Asterisk 22 prefix refusal, ErrIDPrefixConflict).
+func TestOriginateConflictExplained(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		exists     bool
+		wantPrefix bool
+		wantText   string
+	}{
+		{"the id is in use", true, false, "PJSIP/sipp-answer-00000001"},
+		{"no channel has the id", false, true, "prefix"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch {
+				case r.Method == http.MethodPost:
+					w.WriteHeader(409)
+					_, _ = w.Write([]byte(`{"message":"Channel with given unique ID already exists"}`))
+				case tt.exists:
+					_, _ = w.Write([]byte(channelJSON("c-1", "PJSIP/sipp-answer")))
+				default:
+					w.WriteHeader(404)
+					_, _ = w.Write([]byte(`{"message":"Channel not found"}`))
+				}
+			}))
+			defer srv.Close()
+			c := newTestClient(t, srv.URL+"/ari", nil)
+			_, err := c.Originate(t.Context(), OriginateParams{Endpoint: "PJSIP/6001", ChannelID: "c-1"})
+			var ae *Error
+			if !errors.As(err, &ae) || ae.Status != 409 {
+				t.Fatalf("err = %v, want the 409", err)
+			}
+			if errors.Is(err, ErrIDPrefixConflict) != tt.wantPrefix || !strings.Contains(err.Error(), tt.wantText) {
+				t.Errorf("err = %v, want prefix conflict %v and %q in it", err, tt.wantPrefix, tt.wantText)
+			}
+		})
 	}
 }

@@ -47,7 +47,7 @@ func (w *destroyWatcher) HandleEvent(_ context.Context, ev Event) {
 	}
 }
 func (w *destroyWatcher) Connected(context.Context, bool) { w.upOnce.Do(func() { close(w.up) }) }
-func (w *destroyWatcher) Disconnected(error)               {}
+func (w *destroyWatcher) Disconnected(error)              {}
 
 // waitAll waits until every id has ended or ctx ends; it returns the ids not seen ending.
 func (w *destroyWatcher) waitAll(ctx context.Context, ids []string) []string {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -56,6 +57,9 @@ type Config struct {
 	// (ignored when HTTPClient is set); requests beyond it wait for a free connection.
 	// Default DefaultMaxConns.
 	MaxConns int
+	// Dial, when set, opens the default HTTPClient's connections, REST and websocket
+	// alike (e.g. to observe them); ignored when HTTPClient is set. Default: net.Dialer.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 	// RequestTimeout bounds every REST call, its retries included, when ctx has no
 	// shorter deadline. Default 5s.
 	RequestTimeout time.Duration
@@ -152,6 +156,9 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	if c.http == nil {
 		c.http = defaultHTTPClient(cmp.Or(cfg.MaxConns, DefaultMaxConns))
+		if cfg.Dial != nil {
+			c.http.Transport.(*http.Transport).DialContext = cfg.Dial
+		}
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)

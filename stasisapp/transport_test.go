@@ -1,0 +1,89 @@
+package stasisapp_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/invokeari/invokeari/events"
+	"github.com/invokeari/invokeari/stasisapp"
+	"github.com/invokeari/invokeari/stasisapp/sim"
+)
+
+// replyDropper loses the reply of the next `armed` POST /channels: Asterisk has placed
+// the call, then the connection dies before its reply is read (what issue 11 saw).
+type replyDropper struct{ armed, dropped atomic.Int32 }
+
+func (d *replyDropper) dial(ctx context.Context, network, address string) (net.Conn, error) {
+	var nd net.Dialer
+	c, err := nd.DialContext(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	return &droppingConn{Conn: c, d: d}, nil
+}
+
+type droppingConn struct {
+	net.Conn
+	d      *replyDropper
+	doomed atomic.Bool
+}
+
+func (c *droppingConn) Write(b []byte) (int, error) {
+	if bytes.HasPrefix(b, []byte("POST /ari/channels?")) && c.d.armed.Add(-1) >= 0 {
+		c.doomed.Store(true)
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *droppingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b) // net/http's reader may be waiting here since before the POST
+	if n > 0 && c.doomed.Load() {
+		c.d.dropped.Add(1) // the reply is here, so the call was placed: lose it
+		c.Conn.Close()
+		return 0, io.EOF
+	}
+	return n, err
+}
+
+// TestOriginateReplyLostIsAdopted: the POST /channels reached Asterisk but its reply was
+// lost. The call is not reported failed and not dialled twice: the retry's 409 adopts the
+// channel, the transcript says so, and the call ends with its true outcome.
+func TestOriginateReplyLostIsAdopted(t *testing.T) {
+	d := &replyDropper{}
+	e := startAppDial(t, 100*time.Millisecond, map[string]sim.Behavior{
+		"PJSIP/busy": {Result: sim.Busy, RingAfter: 50 * time.Millisecond}}, d.dial)
+	d.armed.Store(1)
+	res, err := e.app.Originate(context.Background(), req("lost-reply-1", "PJSIP/busy", 10*time.Second, stasisapp.WaitAccepted))
+	if err != nil {
+		t.Fatalf("Originate: %v (transcript %+v)", err, res.Transcript)
+	}
+	var steps []string
+	for _, s := range res.Transcript {
+		steps = append(steps, s.Step)
+	}
+	if tr := strings.Join(steps, "\n"); !strings.Contains(tr, "failed in transport") || !strings.Contains(tr, "adopted") {
+		t.Errorf("transcript lacks the retry and the adoption:\n%s", tr)
+	}
+	evs := e.pub.waitEnded(t, "lost-reply-1", 10*time.Second)
+	if last := evs[len(evs)-1]; last.Outcome != events.Busy {
+		t.Errorf("outcome %q (%s), want busy", last.Outcome, last.Reason)
+	}
+	posts := 0
+	for _, r := range e.sim.Requests() {
+		if r.Method == "POST" && strings.HasSuffix(r.Path, "/channels") {
+			posts++
+		}
+	}
+	if posts != 2 {
+		t.Errorf("%d POST /channels, want the lost one and its retry", posts)
+	}
+	if n := d.dropped.Load(); n != 1 {
+		t.Errorf("%d POST replies dropped, want 1", n)
+	}
+}

@@ -571,6 +571,7 @@ func (a *App) dial(l *link, t *tracked) error {
 	ctx, cancel := context.WithTimeout(a.ctx(), 10*time.Second)
 	defer cancel()
 	ctx = ari.WithTrace(ctx, t.traceStep) // transport retries go into the transcript
+	ctx = ari.WithRetryCheck(ctx, t.mayRedial)
 	began := time.Now()
 	ch, err := l.ARI.Originate(ctx, p)
 	a.observeARI("originate", began, err)
@@ -621,6 +622,12 @@ func (a *App) dial(l *link, t *tracked) error {
 		t.stepLocked("ari GET /channels/{id}: channel exists", 200)
 		t.acceptedAt = time.Now()
 		a.applyLocked(t, t.call.Accepted(ch, ariTime(ch.CreationTime, began)))
+		return nil
+	}
+	if t.seq > 0 || t.call.Final() {
+		// The channel's own events arrived: Asterisk placed the call, whose reply was lost;
+		// the call goes on (or ended) by those events, not as a failed originate.
+		t.stepLocked("ari GET /channels/{id}: not there, but its events show Asterisk placed the call", 0)
 		return nil
 	}
 	a.applyLocked(t, t.call.OriginateFailed(0, "ARI not reached: "+err.Error(), time.Now()))

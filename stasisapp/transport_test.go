@@ -17,7 +17,10 @@ import (
 
 // replyDropper loses the reply of the next `armed` POST /channels: Asterisk has placed
 // the call, then the connection dies before its reply is read (what issue 11 saw).
-type replyDropper struct{ armed, dropped atomic.Int32 }
+type replyDropper struct {
+	armed, dropped atomic.Int32
+	release        chan struct{} // when set, the lost reply's EOF waits for it
+}
 
 func (d *replyDropper) dial(ctx context.Context, network, address string) (net.Conn, error) {
 	var nd net.Dialer
@@ -46,6 +49,9 @@ func (c *droppingConn) Read(b []byte) (int, error) {
 	if n > 0 && c.doomed.Load() {
 		c.d.dropped.Add(1) // the reply is here, so the call was placed: lose it
 		c.Conn.Close()
+		if c.d.release != nil {
+			<-c.d.release
+		}
 		return 0, io.EOF
 	}
 	return n, err
@@ -85,5 +91,50 @@ func TestOriginateReplyLostIsAdopted(t *testing.T) {
 	}
 	if n := d.dropped.Load(); n != 1 {
 		t.Errorf("%d POST replies dropped, want 1", n)
+	}
+}
+
+// TestOriginateReplyLostAfterTheCallEnded: the reply of a placed call is lost and the call
+// ends (busy) before the client notices. The POST is not sent again (that would dial the
+// callee a second time); the call's own events give its true outcome and the originate is
+// not reported failed.
+func TestOriginateReplyLostAfterTheCallEnded(t *testing.T) {
+	d := &replyDropper{release: make(chan struct{})}
+	e := startAppDial(t, 100*time.Millisecond, map[string]sim.Behavior{
+		"PJSIP/busy": {Result: sim.Busy}}, d.dial)
+	d.armed.Store(1)
+	type result struct {
+		res stasisapp.Result
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := e.app.Originate(context.Background(), req("lost-ended-1", "PJSIP/busy", 10*time.Second, stasisapp.WaitAccepted))
+		done <- result{res, err}
+	}()
+	evs := e.pub.waitEnded(t, "lost-ended-1", 10*time.Second)
+	close(d.release)
+	r := <-done
+	if r.err != nil {
+		t.Errorf("Originate: %v, want no failure: Asterisk placed the call", r.err)
+	}
+	if last := evs[len(evs)-1]; last.Outcome != events.Busy {
+		t.Errorf("outcome %q (%s), want busy", last.Outcome, last.Reason)
+	}
+	posts := 0
+	for _, rq := range e.sim.Requests() {
+		if rq.Method == "POST" && strings.HasSuffix(rq.Path, "/channels") {
+			posts++
+		}
+	}
+	if posts != 1 || d.dropped.Load() != 1 {
+		t.Errorf("%d POST /channels (%d replies lost), want 1: no second dial", posts, d.dropped.Load())
+	}
+	var steps []string
+	for _, s := range r.res.Transcript {
+		steps = append(steps, s.Step)
+	}
+	if tr := strings.Join(steps, "\n"); !strings.Contains(tr, "not sent again") {
+		t.Errorf("transcript lacks why the POST was not repeated:\n%s", tr)
 	}
 }

@@ -38,11 +38,12 @@ type benchPlan struct {
 	memCounts                        []int
 	pipeCalls                        int
 	pipePaceFor                      time.Duration
+	kit                              kitPlan
 }
 
 var (
-	fullPlan  = benchPlan{10, 200, 3 * time.Second, 3 * time.Second, []int{10_000, 100_000}, 20_000, 2 * time.Second}
-	quickPlan = benchPlan{2, 50, 300 * time.Millisecond, 500 * time.Millisecond, []int{500, 2000}, 1000, 300 * time.Millisecond}
+	fullPlan  = benchPlan{10, 200, 3 * time.Second, 3 * time.Second, []int{10_000, 100_000}, 20_000, 2 * time.Second, fullKitPlan}
+	quickPlan = benchPlan{2, 50, 300 * time.Millisecond, 500 * time.Millisecond, []int{500, 2000}, 1000, 300 * time.Millisecond, quickKitPlan}
 )
 
 const benchWorkers = 16 // in flight for throughput and time-to-outcome

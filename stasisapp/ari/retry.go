@@ -43,6 +43,21 @@ func traceStep(ctx context.Context, step string, status int) {
 	}
 }
 
+type retryCheckKey struct{}
+
+// WithRetryCheck returns a context whose REST calls ask mayRetry before sending a request
+// again after a transport error; false ends the call with that error instead. A caller
+// that learns by other means that the first try reached Asterisk (its channel's events
+// arrived on the websocket) stops a repeat that could dial a second time.
+func WithRetryCheck(ctx context.Context, mayRetry func() bool) context.Context {
+	return context.WithValue(ctx, retryCheckKey{}, mayRetry)
+}
+
+func mayRetry(ctx context.Context) bool {
+	f, ok := ctx.Value(retryCheckKey{}).(func() bool)
+	return !ok || f == nil || f()
+}
+
 // Retries is the number of REST attempts sent again after a transport error.
 func (c *Client) Retries() uint64 { return c.retries.Load() }
 
@@ -83,7 +98,7 @@ func (c *Client) doAttempts(ctx context.Context, method, p, q string, body, out 
 			}
 			return attempts, nil
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || !mayRetry(ctx) {
 			if n == 1 {
 				return attempts, fmt.Errorf("ari %s %s: %w", method, p, err)
 			}

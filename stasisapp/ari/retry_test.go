@@ -372,3 +372,20 @@ func TestOriginateConflictExplained(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryCheckStopsRetries: a caller that knows the first try reached Asterisk stops
+// the repeat; the transport error is returned after one request.
+func TestRetryCheckStopsRetries(t *testing.T) {
+	a, srv := newFlakyARI(t, firstPOST(dropServed))
+	c := newTestClient(t, srv.URL+"/ari", nil)
+	asked := 0
+	ctx := WithRetryCheck(t.Context(), func() bool { asked++; return false })
+	_, err := c.Originate(ctx, OriginateParams{Endpoint: "PJSIP/sipp-answer", ChannelID: "c-1"})
+	var ae *Error
+	if err == nil || errors.As(err, &ae) {
+		t.Fatalf("err = %v, want the transport error", err)
+	}
+	if got := a.requests(); len(got) != 1 || asked != 1 {
+		t.Errorf("requests %q, check asked %d times; want 1 and 1", got, asked)
+	}
+}

@@ -80,13 +80,7 @@ func TestOriginateReplyLostIsAdopted(t *testing.T) {
 	if last := evs[len(evs)-1]; last.Outcome != events.Busy {
 		t.Errorf("outcome %q (%s), want busy", last.Outcome, last.Reason)
 	}
-	posts := 0
-	for _, r := range e.sim.Requests() {
-		if r.Method == "POST" && strings.HasSuffix(r.Path, "/channels") {
-			posts++
-		}
-	}
-	if posts != 2 {
+	if posts := originates(e); posts != 2 {
 		t.Errorf("%d POST /channels, want the lost one and its retry", posts)
 	}
 	if n := d.dropped.Load(); n != 1 {
@@ -121,13 +115,7 @@ func TestOriginateReplyLostAfterTheCallEnded(t *testing.T) {
 	if last := evs[len(evs)-1]; last.Outcome != events.Busy {
 		t.Errorf("outcome %q (%s), want busy", last.Outcome, last.Reason)
 	}
-	posts := 0
-	for _, rq := range e.sim.Requests() {
-		if rq.Method == "POST" && strings.HasSuffix(rq.Path, "/channels") {
-			posts++
-		}
-	}
-	if posts != 1 || d.dropped.Load() != 1 {
+	if posts := originates(e); posts != 1 || d.dropped.Load() != 1 {
 		t.Errorf("%d POST /channels (%d replies lost), want 1: no second dial", posts, d.dropped.Load())
 	}
 	var steps []string
@@ -137,4 +125,15 @@ func TestOriginateReplyLostAfterTheCallEnded(t *testing.T) {
 	if tr := strings.Join(steps, "\n"); !strings.Contains(tr, "not sent again") {
 		t.Errorf("transcript lacks why the POST was not repeated:\n%s", tr)
 	}
+}
+
+// originates counts the POST /channels the simulator received.
+func originates(e *appEnv) int {
+	n := 0
+	for _, r := range e.sim.Requests() {
+		if r.Method == "POST" && strings.HasSuffix(r.Path, "/channels") {
+			n++
+		}
+	}
+	return n
 }

@@ -619,7 +619,9 @@ func (a *App) dial(l *link, t *tracked) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if gerr == nil {
+		// The originate was carried out: the reply says so as POST's 200 would have.
 		t.stepLocked("ari GET /channels/{id}: channel exists", 200)
+		t.ariStatus, t.ariBody = 200, ch
 		t.acceptedAt = time.Now()
 		a.applyLocked(t, t.call.Accepted(ch, ariTime(ch.CreationTime, began)))
 		return nil
@@ -628,6 +630,7 @@ func (a *App) dial(l *link, t *tracked) error {
 		// The channel's own events arrived: Asterisk placed the call, whose reply was lost;
 		// the call goes on (or ended) by those events, not as a failed originate.
 		t.stepLocked("ari GET /channels/{id}: not there, but its events show Asterisk placed the call", 0)
+		t.ariStatus = 200
 		return nil
 	}
 	a.applyLocked(t, t.call.OriginateFailed(0, "ARI not reached: "+err.Error(), time.Now()))

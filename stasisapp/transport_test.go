@@ -109,8 +109,8 @@ func TestOriginateReplyLostAfterTheCallEnded(t *testing.T) {
 	evs := e.pub.waitEnded(t, "lost-ended-1", 10*time.Second)
 	close(d.release)
 	r := <-done
-	if r.err != nil {
-		t.Errorf("Originate: %v, want no failure: Asterisk placed the call", r.err)
+	if r.err != nil || r.res.ARIStatus != 200 {
+		t.Errorf("Originate: %v, ARI status %d; want no failure: Asterisk placed the call", r.err, r.res.ARIStatus)
 	}
 	if last := evs[len(evs)-1]; last.Outcome != events.Busy {
 		t.Errorf("outcome %q (%s), want busy", last.Outcome, last.Reason)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -111,5 +112,27 @@ func TestWriteReportKitTable(t *testing.T) {
 	if sim < 0 || kit < sim || !strings.Contains(got[kit:], "| K1a | kit row") || strings.Contains(got[kit:], "sim row") ||
 		!strings.Contains(got[kit:], "1.00 2.00 3.00, at its end: 4.00 5.00 6.00") {
 		t.Errorf("report:\n%s", got)
+	}
+}
+
+// TestKitFailureExplained: only Asterisk's refusal or silence until the deadline excuse a
+// failed reply; a transport error is a false failure.
+func TestKitFailureExplained(t *testing.T) {
+	door, direct := &kitPath{daemon: true}, &kitPath{}
+	for _, tt := range []struct {
+		path *kitPath
+		err  string
+		want bool
+	}{
+		{door, `POST /v2/invokeARI: HTTP 502: {"status":"fail","response":{"success":false,"http_code":0,"response":null,"curl_error":"ari POST /channels: EOF"}}`, false},
+		{door, `POST /v2/invokeARI: HTTP 502: {"status":"fail","response":{"success":false,"http_code":503,"response":{"message":"Asterisk not booted"}}}`, true},
+		{door, `POST /v2/invokeARI: HTTP 504: {"curl_error":"ari POST /channels: Post \"http://x\": context deadline exceeded"}`, true},
+		{door, `nats originate: status "502": {"response":{"http_code":0,"curl_error":"ari POST /channels: unreachable: 7 attempts in 5s, last: EOF"}}`, true},
+		{direct, `Post "http://127.0.0.1:18088/ari/channels?x": EOF`, false},
+		{direct, `POST /ari/channels: HTTP 500: {"error":"Allocation failed"}`, true},
+	} {
+		if got := (kitFailure{path: tt.path, id: "x", err: errors.New(tt.err)}).explained(); got != tt.want {
+			t.Errorf("explained(%q) = %v, want %v", tt.err, got, tt.want)
+		}
 	}
 }

@@ -65,6 +65,15 @@ func (m *metrics) register(app *stasisapp.App, pub *events.Publisher, clients []
 				}
 				return float64(n)
 			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "invokeari_ari_retries_total",
+			Help: "ARI REST requests sent again after a transport error (a connection Asterisk closed or refused), over all configured servers."},
+			func() float64 {
+				var n uint64
+				for _, c := range clients {
+					n += c.Retries()
+				}
+				return float64(n)
+			}),
 	)
 }
 

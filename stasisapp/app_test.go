@@ -80,6 +80,13 @@ func startApp(t *testing.T, minBackoff time.Duration, eps map[string]sim.Behavio
 func startAppDial(t *testing.T, minBackoff time.Duration, eps map[string]sim.Behavior,
 	dial func(ctx context.Context, network, address string) (net.Conn, error)) *appEnv {
 	t.Helper()
+	return startAppWith(t, minBackoff, eps, dial, nil)
+}
+
+// startAppWith is startAppDial publishing to pub (nil: a memPublisher, in appEnv.pub).
+func startAppWith(t *testing.T, minBackoff time.Duration, eps map[string]sim.Behavior,
+	dial func(ctx context.Context, network, address string) (net.Conn, error), pub stasisapp.Publisher) *appEnv {
+	t.Helper()
 	s := sim.New(sim.Config{Username: "u", Password: "p", Endpoints: eps,
 		Contexts: map[string][]string{"confirmcode": {"s"}}, BootDelay: 200 * time.Millisecond})
 	if err := s.Start(context.Background()); err != nil {
@@ -91,7 +98,10 @@ func startAppDial(t *testing.T, minBackoff time.Duration, eps map[string]sim.Beh
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := newMemPublisher()
+	mem := newMemPublisher()
+	if pub == nil {
+		pub = mem
+	}
 	app, err := stasisapp.New(stasisapp.Config{Servers: []stasisapp.Server{{Name: "pbx", AppName: "apptest", ARI: c}},
 		Publisher: pub, ReconcileGrace: 30 * time.Second})
 	if err != nil {
@@ -107,7 +117,7 @@ func startAppDial(t *testing.T, minBackoff time.Duration, eps map[string]sim.Beh
 		}
 	})
 	waitFor(t, "link connected", func() bool { return app.Status()[0].Connected })
-	return &appEnv{sim: s, app: app, pub: pub}
+	return &appEnv{sim: s, app: app, pub: mem}
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

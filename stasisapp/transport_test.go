@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/invokeari/invokeari/events"
+	"github.com/invokeari/invokeari/events/natstest"
 	"github.com/invokeari/invokeari/stasisapp"
 	"github.com/invokeari/invokeari/stasisapp/sim"
 )
@@ -136,4 +139,52 @@ func originates(e *appEnv) int {
 		}
 	}
 	return n
+}
+
+// TestReplyDoesNotWaitForPublishing: an originate's reply waits for nothing of the event
+// pipeline. With the real Publisher on a real JetStream but its sender not running (no
+// event is sent, none acknowledged), wait=accepted replies; the events reach the stream
+// once the sender runs.
+func TestReplyDoesNotWaitForPublishing(t *testing.T) {
+	ns := natstest.Start(t)
+	_, js := ns.Connect(t)
+	ctx := t.Context()
+	if err := events.EnsureStream(ctx, js, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	pub := events.NewPublisher(js, events.PublisherConfig{})
+	e := startAppWith(t, 100*time.Millisecond, map[string]sim.Behavior{"PJSIP/busy": {Result: sim.Busy}}, nil, pub)
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	res, err := e.app.Originate(rctx, req("nopub-1", "PJSIP/busy", 10*time.Second, stasisapp.WaitAccepted))
+	if err != nil || res.ARIStatus != 200 {
+		t.Fatalf("Originate with the publisher stalled: %v (ARI %d)", err, res.ARIStatus)
+	}
+	if pub.Published() != 0 || pub.Depth() == 0 {
+		t.Fatalf("published %d, waiting %d: want 0 sent and the call's events queued", pub.Published(), pub.Depth())
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- pub.Run(runCtx) }()
+	fctx, fcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer fcancel()
+	err = pub.Flush(fctx)
+	stop()
+	if rerr := <-done; rerr != nil {
+		t.Errorf("Publisher.Run: %v", rerr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(events.SubjectPrefix+".nopub-1.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs == 0 {
+		t.Errorf("no event of the call in the stream after the sender ran")
+	}
 }

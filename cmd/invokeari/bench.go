@@ -63,7 +63,7 @@ func runBench(ctx context.Context, args []string, out io.Writer) error {
 	simChild := fs.Bool("sim-child", false, "internal: be the simulator process of a bench run")
 	simUser := fs.String("sim-user", "bench", "internal: simulator ARI user")
 	simPass := fs.String("sim-pass", "", "internal: simulator ARI password")
-	kit := fs.String("kit", "../shared/asterisk/pbx", "control script of the real Asterisk kit for the kit phase (skipped, loudly, when absent)")
+	kit := fs.String("kit", "../shared/asterisk/pbx", "control script of the real Asterisk kit for the kit phase, with its options (skipped, loudly, when absent)")
 	kitBase := fs.Int("kit-base", 18088, "base port of the kit instance the kit phase starts (pbx start --base)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -128,7 +128,7 @@ type bench struct {
 	machine    machineInfo
 	rows       []benchRow
 	notes      []string
-	kitCtl     string // the kit's pbx script
+	kitCtl     string // the kit's pbx script and its options
 	kitBase    int
 	// load average at the start and end of the kit phase
 	kitLoadStart, kitLoadEnd string
@@ -179,7 +179,7 @@ func (b *bench) run(ctx context.Context, exe string) (err error) {
 		}
 	}
 	if b.wants("kit") {
-		return b.phase("kit", func() error { return b.kitSection(ctx, b.kitCtl, b.kitBase, dir, logs) })
+		return b.phase("kit", func() error { return b.kitSection(ctx, strings.Fields(b.kitCtl), b.kitBase, dir, logs) })
 	}
 	return nil
 }

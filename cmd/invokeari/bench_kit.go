@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -86,13 +87,16 @@ type kitRun struct {
 	changed  chan struct{}
 }
 
-// kitSection runs the real-PBX section with the kit's control script ctl on base port
-// base: it starts the kit (and stops it again unless it was already running), starts a
-// daemon on it, and measures.
-func (b *bench) kitSection(ctx context.Context, ctl string, base int, dir string, logs io.Writer) (err error) {
-	if _, err := os.Stat(ctl); err != nil {
-		b.progress("REAL-PBX SECTION SKIPPED: no kit at %s", ctl)
-		b.notes = append(b.notes, fmt.Sprintf("**K real PBX**: not run, no kit at `%s`.", ctl))
+// kitSection runs the real-PBX section with the kit's control script ctl (the script and
+// options such as --dir) on base port base: it starts the kit (and stops it again unless
+// it was already running), starts a daemon on it, and measures.
+func (b *bench) kitSection(ctx context.Context, ctl []string, base int, dir string, logs io.Writer) (err error) {
+	if len(ctl) == 0 {
+		ctl = []string{"(none)"}
+	}
+	if _, err := os.Stat(ctl[0]); err != nil {
+		b.progress("REAL-PBX SECTION SKIPPED: no kit at %s", ctl[0])
+		b.notes = append(b.notes, fmt.Sprintf("**K real PBX**: not run, no kit at `%s`.", ctl[0]))
 		return nil
 	}
 	b.kitLoadStart = loadAvg()
@@ -132,10 +136,13 @@ func (b *bench) kitSection(ctx context.Context, ctl string, base int, dir string
 
 // startKit starts the kit on base and returns its env lines and how to stop it; a kit
 // already running there is used and left running.
-func startKit(ctx context.Context, ctl string, base int, logs io.Writer) (map[string]string, func() error, error) {
+func startKit(ctx context.Context, ctl []string, base int, logs io.Writer) (map[string]string, func() error, error) {
 	b := strconv.Itoa(base)
-	wasUp := exec.CommandContext(ctx, ctl, "status", "--base", b).Run() == nil
-	cmd := exec.CommandContext(ctx, ctl, "start", "--base", b)
+	pbx := func(ctx context.Context, args ...string) *exec.Cmd {
+		return exec.CommandContext(ctx, ctl[0], append(slices.Clone(ctl[1:]), append(args, "--base", b)...)...)
+	}
+	wasUp := pbx(ctx, "status").Run() == nil
+	cmd := pbx(ctx, "start")
 	cmd.Stderr = logs
 	out, err := cmd.Output()
 	if err != nil {
@@ -151,7 +158,7 @@ func startKit(ctx context.Context, ctl string, base int, logs io.Writer) (map[st
 		if wasUp {
 			return nil
 		}
-		cmd := exec.Command(ctl, "stop", "--base", b)
+		cmd := pbx(context.WithoutCancel(ctx), "stop")
 		cmd.Stdout, cmd.Stderr = logs, logs
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("pbx stop --base %s: %w", b, err)

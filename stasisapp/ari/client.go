@@ -319,9 +319,9 @@ func (c *Client) Continue(ctx context.Context, channelID, context, extension str
 	attempts, err := c.doAttempts(ctx, http.MethodPost, path("channels", channelID, "continue"), q, nil, nil)
 	var ae *Error
 	if attempts > 1 && errors.As(err, &ae) && (ae.Status == http.StatusNotFound || ae.Status == http.StatusConflict) {
-		// The channel left Stasis (409) or hung up (404) after an attempt whose reply was
-		// lost: that attempt continued it.
-		traceStep(ctx, fmt.Sprintf("ari POST continue: retry answered %d %s: an earlier attempt continued the channel", ae.Status, ae.Message), ae.Status)
+		// The channel left Stasis (409) or hung up (404) since an attempt whose reply was
+		// lost, most likely because that attempt continued it: nothing is left to do.
+		traceStep(ctx, fmt.Sprintf("ari POST continue: retry answered %d %s: the channel already left Stasis or hung up (an earlier attempt continued it)", ae.Status, ae.Message), ae.Status)
 		return nil
 	}
 	return err

@@ -169,14 +169,15 @@ func (w *wireTimer) split(samples []kitSample) (in, back, asterisk []time.Durati
 	return in, back, asterisk
 }
 
-// frameToEnded returns, per call in ended, ended time − ChannelDestroyed read time.
-func (w *wireTimer) frameToEnded(ended map[string]time.Time) []time.Duration {
+// frameTo returns, per call in at whose ChannelDestroyed frame was read between from and
+// to, at's time − the frame's read time.
+func (w *wireTimer) frameTo(at map[string]time.Time, from, to time.Time) []time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var ds []time.Duration
-	for id, at := range ended {
-		if f, ok := w.destroyed[id]; ok {
-			ds = append(ds, at.Sub(f))
+	for id, t := range at {
+		if f, ok := w.destroyed[id]; ok && !f.Before(from) && !f.After(to) {
+			ds = append(ds, t.Sub(f))
 		}
 	}
 	return ds

@@ -83,9 +83,12 @@ func TestWireTimer(t *testing.T) {
 	if in[0] < 0 || back[0] < 0 || ast[0] < 0 || in[0]+ast[0]+back[0] > done.Sub(sent) {
 		t.Errorf("split %v + %v + %v does not fit in %v", in[0], ast[0], back[0], done.Sub(sent))
 	}
-	ds := w.frameToEnded(map[string]time.Time{"kh0000001": time.Now(), "other": time.Now()})
+	ds := w.frameTo(map[string]time.Time{"kh0000001": time.Now(), "other": time.Now()}, sent, time.Now())
 	if len(ds) != 1 || ds[0] < 0 {
-		t.Errorf("frameToEnded = %v, want one non-negative duration", ds)
+		t.Errorf("frameTo = %v, want one non-negative duration", ds)
+	}
+	if ds := w.frameTo(map[string]time.Time{"kh0000001": time.Now()}, time.Now(), time.Now()); len(ds) != 0 {
+		t.Errorf("frameTo outside the window = %v, want none", ds)
 	}
 }
 

@@ -856,6 +856,16 @@ type linkHandler struct {
 
 func (h *linkHandler) HandleEvent(_ context.Context, ev ari.Event) { h.app.handleEvent(h.link, ev) }
 
+// WantsEvent spares the reader the decoding of events that handleEvent would drop: a
+// call id never contains '.', which marks the ;2 half of our Local channels (its
+// OtherChannelID) and ids Asterisk makes up. StasisStart is always wanted: an untracked
+// channel in our app is hung up.
+func (h *linkHandler) WantsEvent(eventType, channelID string) bool {
+	return eventType == "StasisStart" || !strings.Contains(channelID, ".")
+}
+
+var _ ari.EventFilter = (*linkHandler)(nil)
+
 func (h *linkHandler) Connected(ctx context.Context, reconnect bool) {
 	l := h.link
 	l.replaced.Store(false)

@@ -94,6 +94,7 @@ type Client struct {
 	reconnects  atomic.Uint64
 	undecodable atomic.Uint64
 	retries     atomic.Uint64
+	skipped     atomic.Uint64
 }
 
 // NewClient validates cfg and returns a Client. It never dials.

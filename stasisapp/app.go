@@ -576,6 +576,8 @@ func (a *App) dial(l *link, t *tracked) error {
 	}
 	ctx, cancel := context.WithTimeout(a.ctx(), 10*time.Second)
 	defer cancel()
+	ctx = ari.WithTrace(ctx, t.traceStep) // transport retries go into the transcript
+	ctx = ari.WithRetryCheck(ctx, t.mayRedial)
 	began := time.Now()
 	ch, err := l.ARI.Originate(ctx, p)
 	a.observeARI("originate", began, err)
@@ -623,9 +625,18 @@ func (a *App) dial(l *link, t *tracked) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if gerr == nil {
+		// The originate was carried out: the reply says so as POST's 200 would have.
 		t.stepLocked("ari GET /channels/{id}: channel exists", 200)
+		t.ariStatus, t.ariBody = 200, ch
 		t.acceptedAt = time.Now()
 		a.applyLocked(t, t.call.Accepted(ch, ariTime(ch.CreationTime, began)))
+		return nil
+	}
+	if t.seq > 0 || t.call.Final() {
+		// The channel's own events arrived: Asterisk placed the call, whose reply was lost;
+		// the call goes on (or ended) by those events, not as a failed originate.
+		t.stepLocked("ari GET /channels/{id}: not there, but its events show Asterisk placed the call", 0)
+		t.ariStatus = 200
 		return nil
 	}
 	a.applyLocked(t, t.call.OriginateFailed(0, "ARI not reached: "+err.Error(), time.Now()))
@@ -829,6 +840,7 @@ func (a *App) orphanInStasis(l *link, ss *ari.StasisStart) {
 func (a *App) continueCall(ctx context.Context, l *link, t *tracked) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	ctx = ari.WithTrace(ctx, t.traceStep)
 	began := time.Now()
 	err := l.ARI.Continue(ctx, t.req.ID, t.req.Context, t.req.Extension, 1)
 	a.observeARI("continue", began, err)
@@ -862,6 +874,16 @@ type linkHandler struct {
 }
 
 func (h *linkHandler) HandleEvent(_ context.Context, ev ari.Event) { h.app.handleEvent(h.link, ev) }
+
+// WantsEvent spares the reader the decoding of events that handleEvent would drop: a
+// call id never contains '.', which marks the ;2 half of our Local channels (its
+// OtherChannelID) and ids Asterisk makes up. StasisStart is always wanted: an untracked
+// channel in our app is hung up.
+func (h *linkHandler) WantsEvent(eventType, channelID string) bool {
+	return eventType == "StasisStart" || !strings.Contains(channelID, ".")
+}
+
+var _ ari.EventFilter = (*linkHandler)(nil)
 
 func (h *linkHandler) Connected(ctx context.Context, reconnect bool) {
 	l := h.link

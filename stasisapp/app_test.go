@@ -3,6 +3,7 @@ package stasisapp_test
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -72,6 +73,20 @@ type appEnv struct {
 // before reconnecting, so a test can make things happen while the link is down.
 func startApp(t *testing.T, minBackoff time.Duration, eps map[string]sim.Behavior) *appEnv {
 	t.Helper()
+	return startAppDial(t, minBackoff, eps, nil)
+}
+
+// startAppDial is startApp with the ARI client's connections opened by dial (nil: plain).
+func startAppDial(t *testing.T, minBackoff time.Duration, eps map[string]sim.Behavior,
+	dial func(ctx context.Context, network, address string) (net.Conn, error)) *appEnv {
+	t.Helper()
+	return startAppWith(t, minBackoff, eps, dial, nil)
+}
+
+// startAppWith is startAppDial publishing to pub (nil: a memPublisher, in appEnv.pub).
+func startAppWith(t *testing.T, minBackoff time.Duration, eps map[string]sim.Behavior,
+	dial func(ctx context.Context, network, address string) (net.Conn, error), pub stasisapp.Publisher) *appEnv {
+	t.Helper()
 	s := sim.New(sim.Config{Username: "u", Password: "p", Endpoints: eps,
 		Contexts: map[string][]string{"confirmcode": {"s"}}, BootDelay: 200 * time.Millisecond})
 	if err := s.Start(context.Background()); err != nil {
@@ -79,11 +94,14 @@ func startApp(t *testing.T, minBackoff time.Duration, eps map[string]sim.Behavio
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	c, err := ari.NewClient(ari.Config{URL: s.URL(), Username: "u", Password: "p", App: "apptest",
-		MinBackoff: minBackoff, MaxBackoff: minBackoff})
+		MinBackoff: minBackoff, MaxBackoff: minBackoff, Dial: dial})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := newMemPublisher()
+	mem := newMemPublisher()
+	if pub == nil {
+		pub = mem
+	}
 	app, err := stasisapp.New(stasisapp.Config{Servers: []stasisapp.Server{{Name: "pbx", AppName: "apptest", ARI: c}},
 		Publisher: pub, ReconcileGrace: 30 * time.Second})
 	if err != nil {
@@ -99,7 +117,7 @@ func startApp(t *testing.T, minBackoff time.Duration, eps map[string]sim.Behavio
 		}
 	})
 	waitFor(t, "link connected", func() bool { return app.Status()[0].Connected })
-	return &appEnv{sim: s, app: app, pub: pub}
+	return &appEnv{sim: s, app: app, pub: mem}
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -92,6 +92,26 @@ func (t *tracked) stepLocked(s string, code int) {
 	t.transcript = append(t.transcript, Step{TMS: time.Since(t.began).Milliseconds(), Step: s, HTTPCode: code})
 }
 
+// traceStep adds a step to the transcript; it takes t.mu (an ari.TraceFunc).
+func (t *tracked) traceStep(s string, code int) {
+	t.mu.Lock()
+	t.stepLocked(s, code)
+	t.mu.Unlock()
+}
+
+// mayRedial reports whether a POST /channels that failed in transport may be sent again:
+// not once the channel's own events show that Asterisk has (or had) it, since a repeat
+// after the channel ended would dial a second time. The App then asks GET /channels/{id}.
+func (t *tracked) mayRedial() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.seq > 0 || t.call.Final() {
+		t.stepLocked("ari POST /channels not sent again: the channel's events already arrived", 0)
+		return false
+	}
+	return true
+}
+
 // satisfies reports whether the call has reached what wait asks for; t.mu must be held.
 func (t *tracked) satisfies(w Wait) bool {
 	if t.call.Final() || t.final != nil {

@@ -38,11 +38,12 @@ type benchPlan struct {
 	memCounts                        []int
 	pipeCalls                        int
 	pipePaceFor                      time.Duration
+	kit                              kitPlan
 }
 
 var (
-	fullPlan  = benchPlan{10, 200, 3 * time.Second, 3 * time.Second, []int{10_000, 100_000}, 20_000, 2 * time.Second}
-	quickPlan = benchPlan{2, 50, 300 * time.Millisecond, 500 * time.Millisecond, []int{500, 2000}, 1000, 300 * time.Millisecond}
+	fullPlan  = benchPlan{10, 200, 3 * time.Second, 3 * time.Second, []int{10_000, 100_000}, 20_000, 2 * time.Second, fullKitPlan}
+	quickPlan = benchPlan{2, 50, 300 * time.Millisecond, 500 * time.Millisecond, []int{500, 2000}, 1000, 300 * time.Millisecond, quickKitPlan}
 )
 
 const benchWorkers = 16 // in flight for throughput and time-to-outcome
@@ -62,6 +63,8 @@ func runBench(ctx context.Context, args []string, out io.Writer) error {
 	simChild := fs.Bool("sim-child", false, "internal: be the simulator process of a bench run")
 	simUser := fs.String("sim-user", "bench", "internal: simulator ARI user")
 	simPass := fs.String("sim-pass", "", "internal: simulator ARI password")
+	kit := fs.String("kit", "../shared/asterisk/pbx", "control script of the real Asterisk kit for the kit phase, with its options (skipped, loudly, when absent)")
+	kitBase := fs.Int("kit-base", 18088, "base port of the kit instance the kit phase starts (pbx start --base)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -87,7 +90,7 @@ func runBench(ctx context.Context, args []string, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, benchBudget)
 	defer cancel()
 	began := time.Now()
-	b := &bench{out: out, plan: plan, profiles: *profiles, recordings: *recordings, only: map[string]bool{},
+	b := &bench{out: out, plan: plan, profiles: *profiles, recordings: *recordings, only: map[string]bool{}, kitCtl: *kit, kitBase: *kitBase,
 		machine: currentMachine(began)}
 	for _, p := range strings.Split(*only, ",") {
 		if p = strings.TrimSpace(p); p != "" {
@@ -103,6 +106,7 @@ func runBench(ctx context.Context, args []string, out io.Writer) error {
 	}
 	var doc bytes.Buffer
 	b.machine.LoadEnd = loadAvg()
+	b.machine.KitLoadStart, b.machine.KitLoadEnd = b.kitLoadStart, b.kitLoadEnd
 	writeReport(&doc, b.machine, b.rows, b.notes, time.Since(began))
 	fmt.Fprintf(out, "\n%s", doc.Bytes())
 	if *outPath != "" {
@@ -124,10 +128,14 @@ type bench struct {
 	machine    machineInfo
 	rows       []benchRow
 	notes      []string
+	kitCtl     string // the kit's pbx script and its options
+	kitBase    int
+	// load average at the start and end of the kit phase
+	kitLoadStart, kitLoadEnd string
 }
 
 // benchPhases are the phases in the order they run.
-var benchPhases = []string{"pipeline", "overhead", "throughput", "outcome", "memory"}
+var benchPhases = []string{"pipeline", "overhead", "throughput", "outcome", "memory", "kit"}
 
 func (b *bench) wants(phase string) bool { return len(b.only) == 0 || b.only[phase] }
 
@@ -166,7 +174,12 @@ func (b *bench) run(ctx context.Context, exe string) (err error) {
 		}
 	}
 	if b.wants("overhead") || b.wants("throughput") || b.wants("outcome") || b.wants("memory") {
-		return b.daemonPhases(ctx, exe, dir, logs)
+		if err := b.daemonPhases(ctx, exe, dir, logs); err != nil {
+			return err
+		}
+	}
+	if b.wants("kit") {
+		return b.phase("kit", func() error { return b.kitSection(ctx, strings.Fields(b.kitCtl), b.kitBase, dir, logs) })
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -43,6 +44,14 @@ func startBenchEnv(ctx context.Context, exe, dir string, logs io.Writer) (_ *ben
 	if e.sim, err = startSimProcess(ctx, exe, e.simUser, e.simPass, logs); err != nil {
 		return e, err
 	}
+	return e, e.startDaemon(ctx, logs, e.sim.url, e.simUser, e.simPass, nil)
+}
+
+// startDaemon starts the daemon in this process on the Asterisk at ariURL (the limits
+// out of the way: max_in_flight 250000, no key rate) and waits until its ARI link is up.
+// dial, when set, opens its ARI connections.
+func (e *benchEnv) startDaemon(ctx context.Context, logs io.Writer, ariURL, user, pass string,
+	dial func(ctx context.Context, network, address string) (net.Conn, error)) error {
 	sum := sha256.Sum256([]byte(e.apiKey))
 	cfg := fmt.Sprintf(`http: {listen: "127.0.0.1:0"}
 asterisk:
@@ -58,32 +67,32 @@ keys:
 defaults: {timeout: 30s, wait: answer}
 limits: {max_in_flight: 250000, drain_timeout: 10s}
 log: {level: info}
-`, e.sim.url, e.simUser, benchPassEnv, filepath.Join(dir, "nats"), hex.EncodeToString(sum[:]))
-	path := filepath.Join(dir, "invokeari-bench.yaml")
+`, ariURL, user, benchPassEnv, filepath.Join(e.dir, "nats"), hex.EncodeToString(sum[:]))
+	path := filepath.Join(e.dir, "invokeari-bench.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		return e, err
+		return err
 	}
 	dctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	started := make(chan string, 1)
-	env := map[string]string{benchPassEnv: e.simPass}
+	env := map[string]string{benchPassEnv: pass}
 	go func() { // owned by benchEnv: ends when stop cancels dctx
 		e.done <- runDaemon(dctx, serveOptions{configPath: path, out: logs, getenv: func(k string) string { return env[k] },
-			started: func(addr string, d *daemon) { e.d = d; started <- addr }})
+			ariDial: dial, started: func(addr string, d *daemon) { e.d = d; started <- addr }})
 	}()
 	select {
 	case addr := <-started:
 		e.httpURL = "http://" + addr + "/v2/invokeARI"
 	case err := <-e.done:
 		e.cancel = nil
-		return e, fmt.Errorf("daemon stopped before it started: %w", err)
+		return fmt.Errorf("daemon stopped before it started: %w", err)
 	case <-time.After(30 * time.Second):
-		return e, errors.New("daemon did not start within 30s")
+		return errors.New("daemon did not start within 30s")
 	case <-ctx.Done():
-		return e, ctx.Err()
+		return ctx.Err()
 	}
 	if e.d.emb == nil {
-		return e, errors.New("daemon did not start its embedded NATS")
+		return errors.New("daemon did not start its embedded NATS")
 	}
 	e.natsURL = e.d.emb.ClientURL()
 	if err := waitFor(ctx, 15*time.Second, func() bool {
@@ -94,9 +103,9 @@ log: {level: info}
 		}
 		return true
 	}); err != nil {
-		return e, fmt.Errorf("daemon's ARI link to the simulator: %w", err)
+		return fmt.Errorf("daemon's ARI link to %s: %w", ariURL, err)
 	}
-	return e, nil
+	return nil
 }
 
 // stop stops the daemon (it drains), then the simulator process.

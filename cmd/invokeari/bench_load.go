@@ -121,14 +121,18 @@ type directARI struct {
 func (c *directARI) originate(endpoint, idPrefix string) originateFunc {
 	return func(ctx context.Context, seq int64) error {
 		id := idPrefix + strconv.FormatInt(seq, 10)
-		q := url.Values{"endpoint": {endpoint}, "app": {c.app}, "appArgs": {"bench," + id}, "channelId": {id}, "timeout": {"30"}}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/channels?"+q.Encode(), nil)
-		if err != nil {
-			return err
-		}
-		req.SetBasicAuth(c.user, c.pass)
-		return doBench(c.hc, req, nil)
+		return c.post(ctx, url.Values{"endpoint": {endpoint}, "app": {c.app}, "appArgs": {"bench," + id}, "channelId": {id}, "timeout": {"30"}})
 	}
+}
+
+// post sends POST /channels with query q.
+func (c *directARI) post(ctx context.Context, q url.Values) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/channels?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(c.user, c.pass)
+	return doBench(c.hc, req, nil)
 }
 
 // hangup hangs up channel idPrefix+seq (DELETE /channels/{id}).
@@ -158,14 +162,19 @@ func (c *daemonHTTP) originate(endpoint, wait string, timeoutSec int, idPrefix s
 		if idPrefix != "" {
 			form.Set("id", idPrefix+strconv.FormatInt(seq, 10))
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewBufferString(form.Encode()))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("X-API-Key", c.key)
-		return doBench(c.hc, req, successMark)
+		return c.post(ctx, form)
 	}
+}
+
+// post sends one form-encoded invokeARI request and checks it succeeded.
+func (c *daemonHTTP) post(ctx context.Context, form url.Values) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewBufferString(form.Encode()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-API-Key", c.key)
+	return doBench(c.hc, req, successMark)
 }
 
 // successMark is how a successful invokeari envelope starts its status.
@@ -201,21 +210,24 @@ func (c *daemonNATS) originate(endpoint, wait string, timeoutSec int) (originate
 	if err != nil {
 		return nil, err
 	}
-	return func(ctx context.Context, _ int64) error {
-		m := nats.NewMsg(natsdoor.Subject)
-		m.Data = body
-		m.Header.Set("X-API-Key", c.key)
-		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		r, err := c.nc.RequestMsgWithContext(rctx, m)
-		if err != nil {
-			return err
-		}
-		if st := r.Header.Get(natsdoor.StatusHeader); (st != "" && st != "200") || !bytes.Contains(r.Data, successMark) {
-			return fmt.Errorf("nats originate: status %q: %.200s", st, r.Data)
-		}
-		return nil
-	}, nil
+	return func(ctx context.Context, _ int64) error { return c.request(ctx, body) }, nil
+}
+
+// request sends one originate request body and checks it succeeded.
+func (c *daemonNATS) request(ctx context.Context, body []byte) error {
+	m := nats.NewMsg(natsdoor.Subject)
+	m.Data = body
+	m.Header.Set("X-API-Key", c.key)
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	r, err := c.nc.RequestMsgWithContext(rctx, m)
+	if err != nil {
+		return err
+	}
+	if st := r.Header.Get(natsdoor.StatusHeader); (st != "" && st != "200") || !bytes.Contains(r.Data, successMark) {
+		return fmt.Errorf("nats originate: status %q: %.200s", st, r.Data)
+	}
+	return nil
 }
 
 // ariOriginateTime reads the daemon's own histogram of ARI originate round trips from

@@ -92,6 +92,8 @@ type machineInfo struct {
 	CPUModel  string
 	LoadStart string // /proc/loadavg when the run began ("" where unknown)
 	LoadEnd   string
+	// KitLoadStart and KitLoadEnd bracket the real-PBX section ("" when it did not run).
+	KitLoadStart, KitLoadEnd string
 }
 
 func currentMachine(now time.Time) machineInfo {
@@ -147,7 +149,28 @@ func writeReport(w io.Writer, m machineInfo, rows []benchRow, notes []string, to
 	fmt.Fprintln(w)
 	rows = slices.Clone(rows)
 	slices.SortStableFunc(rows, func(a, b benchRow) int { return strings.Compare(a.ID, b.ID) })
-	writeTable(w, rows)
+	var kit []benchRow
+	rows = slices.DeleteFunc(rows, func(r benchRow) bool {
+		if strings.HasPrefix(r.ID, "K") {
+			kit = append(kit, r)
+			return true
+		}
+		return false
+	})
+	if len(rows) > 0 {
+		fmt.Fprintln(w, "## Simulator")
+		fmt.Fprintln(w)
+		writeTable(w, rows)
+	}
+	if len(kit) > 0 {
+		if len(rows) > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintln(w, "## Real PBX (Asterisk 22.10.1 kit)")
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "Load average (1/5/15 min) at the section's start: %s, at its end: %s.\n\n", m.KitLoadStart, m.KitLoadEnd)
+		writeTable(w, kit)
+	}
 	if len(notes) > 0 {
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "## What each row measures")
@@ -162,5 +185,7 @@ func writeReport(w io.Writer, m machineInfo, rows []benchRow, notes []string, to
 	fmt.Fprintln(w, "Rows 1c, 1d and 3c split the two largest gaps inside the same run. For more, `go run ./cmd/invokeari bench -profiles DIR`")
 	fmt.Fprintln(w, "writes a CPU profile per phase (`cpu-<phase>.pprof`) and the daemon's heap at each memory step; `-only pipeline` (or")
 	fmt.Fprintln(w, "`overhead,throughput,outcome,memory`) runs a subset. Wall-clock rows (1, 2, 3b, 3d, 5) move with the load average above;")
-	fmt.Fprintln(w, "3a is per CPU-second of this process, so other load does not lower it.")
+	fmt.Fprintln(w, "3a is per CPU-second of this process, so other load does not lower it. The real-PBX section (`-only kit`) starts the")
+	fmt.Fprintln(w, "kit `../shared/asterisk/pbx` on `-kit-base` (default 18088) when it is present and is skipped, loudly, when it is not;")
+	fmt.Fprintln(w, "its rows are differences or ratios against direct ARI measured in the same interleaved run.")
 }

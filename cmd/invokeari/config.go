@@ -10,6 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/invokeari/invokeari/bridge/api"
+	"github.com/invokeari/invokeari/stasisapp/ari"
 )
 
 // Config is the daemon's whole configuration (configs/invokeari.example.yaml documents
@@ -43,6 +44,11 @@ type AsteriskConfig struct {
 	PasswordFile string  `yaml:"password_file"` // or a file holding it
 	App          string  `yaml:"app"`           // Stasis app name, unique per daemon instance (default invokeari)
 	CPS          float64 `yaml:"cps"`           // originates per second cap on this server (0 = none)
+	// MaxConnections caps the daemon's REST connections to this Asterisk (default 32). Keep
+	// it below http.conf sessionlimit (default 100), which the event websocket and every
+	// other ARI/HTTP client of that Asterisk share: over the limit Asterisk closes new
+	// connections unanswered.
+	MaxConnections int `yaml:"max_connections"`
 
 	password string // resolved by resolveSecrets; never logged
 }
@@ -199,6 +205,9 @@ func (c *Config) Validate() error {
 		}
 		if a.Username == "" {
 			errs = append(errs, fmt.Errorf("asterisk[%d].username: required", i))
+		}
+		if a.MaxConnections < 0 || a.MaxConnections > 1000 {
+			errs = append(errs, fmt.Errorf("asterisk[%d].max_connections: must be 0 (default %d) to 1000, and below Asterisk's http.conf sessionlimit", i, ari.DefaultMaxConns))
 		}
 		key := a.URL + "|" + a.App
 		if apps[key] {

@@ -58,14 +58,25 @@ func (m *metrics) register(app *stasisapp.App, pub *events.Publisher, clients []
 			Help: "Call events that could not be queued for publishing (only possible while stopping hard); must stay 0."},
 			func() float64 { return float64(app.PublishFailures()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "invokeari_ari_reconnects_total", Help: "ARI websocket reconnects over all servers."},
-			func() float64 {
-				var n uint64
-				for _, c := range clients {
-					n += c.Reconnects()
-				}
-				return float64(n)
-			}),
+			sum(clients, (*ari.Client).Reconnects)),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "invokeari_ari_retries_total",
+			Help: "ARI REST requests sent again after a transport error (a connection Asterisk closed or refused), over all configured servers."},
+			sum(clients, (*ari.Client).Retries)),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "invokeari_ari_events_skipped_total",
+			Help: "ARI events of channels that are no call (the ;2 half of a Local channel) left undecoded, over all configured servers."},
+			sum(clients, (*ari.Client).Skipped)),
 	)
+}
+
+// sum is a counter over every client.
+func sum(clients []*ari.Client, count func(*ari.Client) uint64) func() float64 {
+	return func() float64 {
+		var n uint64
+		for _, c := range clients {
+			n += count(c)
+		}
+		return float64(n)
+	}
 }
 
 func (m *metrics) hooks() stasisapp.Hooks {

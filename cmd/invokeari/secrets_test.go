@@ -49,8 +49,10 @@ func TestNoSecretLeaks(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(metrics), "invokeari_originates_total") {
-		t.Errorf("metrics lack invokeari_originates_total")
+	for _, name := range []string{"invokeari_originates_total", "invokeari_ari_retries_total 0"} {
+		if !strings.Contains(string(metrics), name) {
+			t.Errorf("metrics lack %s", name)
+		}
 	}
 	seen.Write(metrics)
 	e.stop()

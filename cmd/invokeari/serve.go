@@ -56,6 +56,9 @@ type serveOptions struct {
 	out                                                          io.Writer
 	getenv                                                       func(string) string
 	started                                                      func(httpAddr string, d *daemon)
+	// ariDial, when set, opens the configured servers' ARI connections (the bench times
+	// them on the wire with it).
+	ariDial func(ctx context.Context, network, address string) (net.Conn, error)
 }
 
 func runDaemon(ctx context.Context, o serveOptions) error {
@@ -76,7 +79,7 @@ func runDaemon(ctx context.Context, o serveOptions) error {
 	override(&cfg.Log.Level, getenv("INVOKEARI_LOG_LEVEL"), "")
 
 	log := newLogger(out, cfg.Log)
-	d := &daemon{log: log, started: o.started}
+	d := &daemon{log: log, started: o.started, ariDial: o.ariDial}
 	defer d.close()
 
 	demo := len(cfg.Asterisk) == 0
@@ -141,6 +144,7 @@ type daemon struct {
 	app     *stasisapp.App
 	closers []func()
 	started func(httpAddr string, d *daemon)
+	ariDial func(ctx context.Context, network, address string) (net.Conn, error) // serveOptions.ariDial
 }
 
 func (d *daemon) close() {
@@ -255,7 +259,7 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	var clients []*ari.Client
 	for _, a := range cfg.Asterisk {
 		c, err := ari.NewClient(ari.Config{URL: a.URL, Username: a.Username, Password: a.password, App: a.App,
-			Logger: log.With("component", "ari", "server", a.Name)})
+			MaxConns: a.MaxConnections, Dial: d.ariDial, Logger: log.With("component", "ari", "server", a.Name)})
 		if err != nil {
 			return fmt.Errorf("asterisk %s: %w", a.Name, err)
 		}
@@ -436,8 +440,9 @@ func dynamicServers(cfg Config, log *slog.Logger) (*stasisapp.DynamicConfig, err
 			DialContext:           dialer.DialContext,
 			TLSHandshakeTimeout:   3 * time.Second,
 			ResponseHeaderTimeout: 5 * time.Second,
+			MaxConnsPerHost:       ari.DefaultMaxConns,
 			MaxIdleConnsPerHost:   16,
-			IdleConnTimeout:       min(idle, 90*time.Second),
+			IdleConnTimeout:       min(idle, ari.DefaultIdleConnTimeout),
 		}
 		hc := &http.Client{Transport: tr,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

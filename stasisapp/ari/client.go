@@ -2,13 +2,16 @@ package ari
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
@@ -22,6 +25,14 @@ const (
 	DefaultPingInterval   = 10 * time.Second
 	DefaultMinBackoff     = 100 * time.Millisecond
 	DefaultMaxBackoff     = 10 * time.Second
+	// DefaultMaxConns keeps the REST pool well below Asterisk's http.conf sessionlimit
+	// (default 100), which the event websocket and every other ARI client share: a
+	// connection over the limit is accepted and closed at once, an EOF to the client.
+	DefaultMaxConns = 32
+	// DefaultIdleConnTimeout closes a kept-alive REST connection before Asterisk does
+	// (http.conf session_keep_alive, default 15 s): a request written on a connection
+	// the server is closing at that moment dies in transport.
+	DefaultIdleConnTimeout = 10 * time.Second
 )
 
 // maxBody bounds how much of a REST reply is read; ARI replies are small
@@ -37,11 +48,20 @@ type Config struct {
 	Username, Password string
 	// App is the Stasis application name the websocket registers.
 	App string
-	// HTTPClient is used for REST calls. Default: a pooled keep-alive transport that
-	// does not follow redirects. When its Transport is an *http.Transport, the
+	// HTTPClient is used for REST calls. Default: a keep-alive pool of at most MaxConns
+	// connections, idle ones closed after DefaultIdleConnTimeout, that does not follow
+	// redirects. When its Transport is an *http.Transport, the
 	// websocket dialer reuses its TLS config, proxy and dialer.
 	HTTPClient *http.Client
-	// RequestTimeout bounds every REST call when ctx has no shorter deadline. Default 5s.
+	// MaxConns caps the REST connections to this Asterisk of the default HTTPClient
+	// (ignored when HTTPClient is set); requests beyond it wait for a free connection.
+	// Default DefaultMaxConns.
+	MaxConns int
+	// Dial, when set, opens the default HTTPClient's connections, REST and websocket
+	// alike (e.g. to observe them); ignored when HTTPClient is set. Default: net.Dialer.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	// RequestTimeout bounds every REST call, its retries included, when ctx has no
+	// shorter deadline. Default 5s.
 	RequestTimeout time.Duration
 	// Logger receives connection-level logs. Default: discard.
 	Logger *slog.Logger
@@ -73,6 +93,8 @@ type Client struct {
 	connected   atomic.Bool
 	reconnects  atomic.Uint64
 	undecodable atomic.Uint64
+	retries     atomic.Uint64
+	skipped     atomic.Uint64
 }
 
 // NewClient validates cfg and returns a Client. It never dials.
@@ -130,8 +152,14 @@ func NewClient(cfg Config) (*Client, error) {
 	if c.maxBackoff < c.minBackoff {
 		return nil, fmt.Errorf("ari config: max backoff %s is below min backoff %s", c.maxBackoff, c.minBackoff)
 	}
+	if cfg.MaxConns < 0 {
+		return nil, errors.New("ari config: max conns is negative")
+	}
 	if c.http == nil {
-		c.http = defaultHTTPClient()
+		c.http = defaultHTTPClient(cmp.Or(cfg.MaxConns, DefaultMaxConns))
+		if cfg.Dial != nil {
+			c.http.Transport.(*http.Transport).DialContext = cfg.Dial
+		}
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -154,11 +182,12 @@ func orDefault(v, def time.Duration) time.Duration {
 	return v
 }
 
-func defaultHTTPClient() *http.Client {
+func defaultHTTPClient(maxConns int) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConns = 256
-	t.MaxIdleConnsPerHost = 64
-	t.IdleConnTimeout = 90 * time.Second
+	t.MaxConnsPerHost = maxConns
+	t.MaxIdleConns = maxConns
+	t.MaxIdleConnsPerHost = maxConns
+	t.IdleConnTimeout = DefaultIdleConnTimeout
 	return &http.Client{
 		Transport: t,
 		// A redirect from ARI is unexpected; report it instead of re-sending credentials elsewhere.
@@ -271,21 +300,44 @@ func (c *Client) Originate(ctx context.Context, p OriginateParams) (Channel, err
 		}{p.Variables}
 	}
 	var ch Channel
-	err := c.do(ctx, http.MethodPost, "/channels", q, body, &ch)
-	return ch, err
+	attempts, err := c.doAttempts(ctx, http.MethodPost, "/channels", q, body, &ch)
+	var ae *Error
+	if p.ChannelID == "" || !errors.As(err, &ae) || ae.Status != http.StatusConflict || !strings.Contains(ae.Message, "already exists") {
+		return ch, err
+	}
+	if attempts > 1 {
+		// An earlier attempt may have reached Asterisk and created the channel before
+		// its connection failed.
+		return c.adopt(ctx, p, ae)
+	}
+	return ch, c.explainConflict(ctx, p.ChannelID, ae)
 }
 
 // Continue sends a channel in Stasis back to the dialplan (POST /channels/{id}/continue).
 // Priority 0 is omitted (Asterisk then uses 1 for a new extension).
 func (c *Client) Continue(ctx context.Context, channelID, context, extension string, priority int) error {
 	q := query("context", context, "extension", extension, "priority", itoa(priority))
-	return c.do(ctx, http.MethodPost, path("channels", channelID, "continue"), q, nil, nil)
+	attempts, err := c.doAttempts(ctx, http.MethodPost, path("channels", channelID, "continue"), q, nil, nil)
+	var ae *Error
+	if attempts > 1 && errors.As(err, &ae) && (ae.Status == http.StatusNotFound || ae.Status == http.StatusConflict) {
+		// The channel left Stasis (409) or hung up (404) since an attempt whose reply was
+		// lost, most likely because that attempt continued it: nothing is left to do.
+		traceStep(ctx, fmt.Sprintf("ari POST continue: retry answered %d %s: the channel already left Stasis or hung up (an earlier attempt continued it)", ae.Status, ae.Message), ae.Status)
+		return nil
+	}
+	return err
 }
 
 // Hangup hangs a channel up (DELETE /channels/{id}); reason (normal, busy, congestion,
 // no_answer, ...) is omitted when empty.
 func (c *Client) Hangup(ctx context.Context, channelID, reason string) error {
-	return c.do(ctx, http.MethodDelete, path("channels", channelID), query("reason", reason), nil, nil)
+	attempts, err := c.doAttempts(ctx, http.MethodDelete, path("channels", channelID), query("reason", reason), nil, nil)
+	var ae *Error
+	if attempts > 1 && errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+		traceStep(ctx, "ari DELETE /channels/{id}: retry answered 404: the channel is already gone", ae.Status)
+		return nil
+	}
+	return err
 }
 
 // GetChannel returns one channel (GET /channels/{id}); a gone channel is *Error 404.
@@ -333,52 +385,43 @@ func (c *Client) AsteriskInfo(ctx context.Context) (AsteriskInfo, error) {
 	return info, err
 }
 
-// do performs one REST call. p is an escaped path relative to the base URL, q an
-// encoded query. A non-2xx reply is *Error; anything else failing is wrapped.
+// do performs one REST call, retried on transport errors (see retry.go). p is an
+// escaped path relative to the base URL, q an encoded query. A non-2xx reply is *Error;
+// anything else failing is wrapped.
 func (c *Client) do(ctx context.Context, method, p, q string, body, out any) error {
-	ctx, cancel := context.WithTimeout(ctx, c.requestTimeout)
-	defer cancel()
+	_, err := c.doAttempts(ctx, method, p, q, body, out)
+	return err
+}
 
+// once sends one request and reads its whole reply. An error is a transport error:
+// the request may or may not have reached Asterisk. sends is how many connections the
+// request was written on: net/http itself re-sends a request whose connection failed
+// before it counted a byte written, and Asterisk may have read that first copy.
+func (c *Client) once(ctx context.Context, method, u string, payload []byte) (status, sends int, data []byte, err error) {
 	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return fmt.Errorf("ari %s %s: encode body: %w", method, p, err)
-		}
-		rd = bytes.NewReader(b)
+	if payload != nil {
+		rd = bytes.NewReader(payload)
 	}
-	u := c.base + p
-	if q != "" {
-		u += "?" + q
-	}
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { sends++ }})
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
-		return fmt.Errorf("ari %s %s: %w", method, p, err)
+		return 0, 0, nil, err
 	}
 	req.SetBasicAuth(c.username, c.password)
 	req.Header.Set("Accept", "application/json")
-	if body != nil {
+	if payload != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("ari %s %s: %w", method, p, err)
+		return 0, sends, nil, err
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	data, err = io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		return fmt.Errorf("ari %s %s: read reply: %w", method, p, err)
+		return 0, sends, nil, fmt.Errorf("read %d reply: %w", resp.StatusCode, err)
 	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return newError(method, p, resp.StatusCode, data)
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("ari %s %s: decode %d reply: %w", method, p, resp.StatusCode, err)
-	}
-	return nil
+	return resp.StatusCode, sends, data, nil
 }
 
 // newError builds *Error from a non-2xx reply. ARI puts its text under "message",

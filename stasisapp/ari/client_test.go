@@ -465,7 +465,7 @@ func TestRESTTransportErrors(t *testing.T) {
 	}{
 		{"ctx deadline honoured", func(t *testing.T) string { return blockingARI(t).URL + "/ari" }, 0, 50 * time.Millisecond, context.DeadlineExceeded},
 		{"request timeout when ctx has none", func(t *testing.T) string { return blockingARI(t).URL + "/ari" }, 50 * time.Millisecond, 0, context.DeadlineExceeded},
-		{"connection refused", closedURL, 0, 0, nil},
+		{"connection refused, retried until the request timeout", closedURL, 300 * time.Millisecond, 0, nil},
 		{"undecodable 200", func(*testing.T) string { return bad.URL + "/ari" }, 0, 0, nil},
 	}
 	for _, tt := range tests {

@@ -1,6 +1,7 @@
 package ari
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -41,6 +42,55 @@ type Handler interface {
 	// are not connections and are only logged.
 	Disconnected(err error)
 }
+
+// EventFilter may be implemented by a Handler to spare the reader the decoding of events
+// it would ignore: an event whose type and channel id WantsEvent refuses is not decoded
+// nor handed over (Client.Skipped counts them). Events without a top-level channel are
+// always decoded.
+type EventFilter interface {
+	WantsEvent(eventType, channelID string) bool
+}
+
+// unwanted reports whether f refuses msg, peeking at its type and channel id only.
+func unwanted(f EventFilter, msg []byte) bool {
+	typ, err := peekType(msg)
+	if err != nil {
+		return false // DecodeEvent reports it
+	}
+	id := peekChannelID(msg)
+	return id != "" && !f.WantsEvent(typ, id)
+}
+
+var (
+	channelKey = []byte(`"channel":`)
+	idKey      = []byte(`"id":"`)
+)
+
+// peekChannelID returns the id of the event's "channel" object when Asterisk wrote it
+// the usual way ("channel":{"id":"...), else "" (the event is then decoded).
+func peekChannelID(msg []byte) string {
+	i := bytes.Index(msg, channelKey)
+	if i < 0 {
+		return ""
+	}
+	rest := bytes.TrimLeft(msg[i+len(channelKey):], " \t\r\n")
+	if len(rest) == 0 || rest[0] != '{' {
+		return ""
+	}
+	rest = bytes.TrimLeft(rest[1:], " \t\r\n")
+	if !bytes.HasPrefix(rest, idKey) {
+		return ""
+	}
+	rest = rest[len(idKey):]
+	j := bytes.IndexAny(rest, `"\`)
+	if j <= 0 || rest[j] != '"' {
+		return "" // empty, or escaped: let the decoder read it
+	}
+	return string(rest[:j])
+}
+
+// Skipped is the number of events an EventFilter refused before decoding.
+func (c *Client) Skipped() uint64 { return c.skipped.Load() }
 
 // Connected reports whether the websocket is currently up.
 func (c *Client) Connected() bool { return c.connected.Load() }
@@ -219,7 +269,12 @@ func (c *Client) read(ctx context.Context, conn *websocket.Conn, h Handler, exte
 			frames <- msg
 		}
 	}()
+	filter, _ := h.(EventFilter)
 	for msg := range frames {
+		if filter != nil && unwanted(filter, msg) {
+			c.skipped.Add(1)
+			continue
+		}
 		ev, err := DecodeEvent(msg)
 		if err != nil {
 			n := c.undecodable.Add(1)

@@ -473,3 +473,49 @@ func TestJitter(t *testing.T) {
 		}
 	}
 }
+
+func TestPeekChannelID(t *testing.T) {
+	for _, tt := range []struct{ msg, want string }{
+		{`{"type":"ChannelVarset","variable":"X","value":"1","channel":{"id":"c-1.2","name":"Local/x@sim-00000001;2"}}`, "c-1.2"},
+		{`{"type":"ChannelDestroyed","cause":16,"channel": { "id":"c-1","name":"x"}}`, "c-1"},
+		{`{"type":"Dial","peer":{"id":"c-1"},"dialstatus":"BUSY"}`, ""},                                   // no top-level channel: decode
+		{`{"type":"ChannelVarset","channel":{"name":"x","id":"c-1.2"}}`, ""},                              // id not first: decode
+		{`{"type":"ChannelVarset","channel":{"id":"c\"1.2"}}`, ""},                                        // escaped: decode
+		{`{"type":"ChannelVarset","value":"\"channel\":{\"id\":\"x.2\"}","channel":{"id":"c-1"}}`, "c-1"}, // quoted text is not the key
+	} {
+		if got := peekChannelID([]byte(tt.msg)); got != tt.want {
+			t.Errorf("peekChannelID(%s) = %q, want %q", tt.msg, got, tt.want)
+		}
+	}
+}
+
+// filteringRecorder refuses events of channels whose id has a '.' except StasisStart.
+type filteringRecorder struct{ *recorder }
+
+func (f filteringRecorder) WantsEvent(typ, id string) bool {
+	return typ == "StasisStart" || !strings.Contains(id, ".")
+}
+
+// TestRunSkipsUnwantedEvents: an EventFilter's refused events are neither decoded nor
+// handed over, and are counted; the others arrive in order.
+func TestRunSkipsUnwantedEvents(t *testing.T) {
+	s := newWSServer(t, nil)
+	c := newStreamClient(t, s, nil)
+	rec := filteringRecorder{newRecorder(c)}
+	startRun(t, c, rec)
+	sc := s.accept(t)
+	rec.expect(t, "connected")
+	sc.send(t, []byte(`{"type":"ChannelStateChange","timestamp":"2026-11-26T07:57:45.974+0000","channel":{"id":"c-1.2","name":"Local/x@sim-00000001;2","state":"Up"}}`))
+	sc.send(t, []byte(`{"type":"StasisStart","timestamp":"2026-11-26T07:57:45.974+0000","args":[],"channel":{"id":"1795679862.111","name":"PJSIP/x-00000001","state":"Up"}}`))
+	sc.send(t, []byte(`{"type":"ChannelStateChange","timestamp":"2026-11-26T07:57:45.975+0000","channel":{"id":"c-1","name":"Local/x@sim-00000001;1","state":"Up"}}`))
+	if ev := rec.expect(t, "event"); ev.ev.EventType() != "StasisStart" {
+		t.Errorf("first event %s, want the StasisStart (always wanted)", ev.ev.EventType())
+	}
+	ev := rec.expect(t, "event")
+	if ce, ok := ev.ev.(ChannelEvent); !ok || ce.ChannelID() != "c-1" {
+		t.Errorf("second event %+v, want the state change of c-1", ev.ev)
+	}
+	if got := c.Skipped(); got != 1 {
+		t.Errorf("Skipped() = %d, want 1", got)
+	}
+}

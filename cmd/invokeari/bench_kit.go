@@ -1,0 +1,570 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/invokeari/invokeari/events"
+)
+
+// The real-PBX section (issue 11): direct ARI vs the HTTP door vs the NATS door on the
+// Asterisk 22 kit (../shared/asterisk), in one run, interleaved.
+
+// Targets of issue 11.
+const (
+	targetKitP50Extra   = 400 * time.Microsecond  // door p50 − direct p50 at 20 calls/s
+	targetKitP99Extra   = 1500 * time.Microsecond // door p99 − direct p99
+	targetKitThroughput = 0.9                     // door ÷ direct at saturation
+	targetKitFrameToAck = 20 * time.Millisecond   // websocket frame read → ended event in JetStream, p99 at saturation
+)
+
+const (
+	kitEndpoint  = "Local/answerfast@sim" // answers at once, hangs up after 1 s
+	kitContext   = "sink"                 // where the daemon continues answered calls (Wait(5), Hangup)
+	kitDirectApp = "bench-direct"         // an app nobody serves: Asterisk dials anyway
+)
+
+// kitPlan sizes the real-PBX section.
+type kitPlan struct {
+	rate       float64       // calls/s per path in the latency part
+	rateFor    time.Duration // how long the latency part lasts
+	satWorkers int           // calls in flight per path at saturation (the issue saw Asterisk saturate at 32)
+	satSlice   time.Duration // one saturation slice
+	satRounds  int           // slices per path, interleaved
+}
+
+var (
+	fullKitPlan  = kitPlan{rate: 20, rateFor: 20 * time.Second, satWorkers: 32, satSlice: 4 * time.Second, satRounds: 3}
+	quickKitPlan = kitPlan{rate: 20, rateFor: 2 * time.Second, satWorkers: 8, satSlice: time.Second, satRounds: 1}
+)
+
+// kitPath is one way to originate: direct ARI, the HTTP door or the NATS door.
+type kitPath struct {
+	name   string
+	prefix string // call ids are prefix + 7 digits: one length, see ari.ErrIDPrefixConflict
+	daemon bool
+	send   func(ctx context.Context, id string) error
+	seq    atomic.Int64
+}
+
+func (p *kitPath) nextID() string { return fmt.Sprintf("%s%07d", p.prefix, p.seq.Add(1)) }
+
+// kitSample is one originate as the bench client saw it.
+type kitSample struct {
+	id         string
+	sent, done time.Time
+	err        error
+}
+
+// kitRun is one real-PBX section run.
+type kitRun struct {
+	b        *bench
+	plan     kitPlan
+	wire     *wireTimer
+	ari      *directARI
+	paths    []*kitPath
+	mu       sync.Mutex
+	failures []kitFailure         // every failed originate, all paths
+	ended    map[string]time.Time // call id → its `ended` event delivered from JetStream
+	sent     map[string]time.Time // call id → its `ended` event seen published (core NATS)
+	outcome  map[string]string    // call id → its outcome
+	satFrom  time.Time            // the saturation part, for K5d/K5e
+	satTo    time.Time
+	changed  chan struct{}
+}
+
+// kitSection runs the real-PBX section with the kit's control script ctl (the script and
+// options such as --dir) on base port base: it starts the kit (and stops it again unless
+// it was already running), starts a daemon on it, and measures.
+func (b *bench) kitSection(ctx context.Context, ctl []string, base int, dir string, logs io.Writer) (err error) {
+	if len(ctl) == 0 {
+		ctl = []string{"(none)"}
+	}
+	if _, err := os.Stat(ctl[0]); err != nil {
+		b.progress("REAL-PBX SECTION SKIPPED: no kit at %s", ctl[0])
+		b.notes = append(b.notes, fmt.Sprintf("**K real PBX**: not run, no kit at `%s`.", ctl[0]))
+		return nil
+	}
+	b.kitLoadStart = loadAvg()
+	env, stop, err := startKit(ctx, ctl, base, logs)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if serr := stop(); serr != nil && err == nil {
+			err = serr
+		}
+	}()
+	e := &benchEnv{dir: filepath.Join(dir, "kit"), apiKey: "bench-" + randomHex(16), done: make(chan error, 1)}
+	if err := os.MkdirAll(e.dir, 0o755); err != nil {
+		return err
+	}
+	w := newWireTimer()
+	b.progress("K: daemon on the real Asterisk at %s", env["INVOKEARI_TEST_ARI_URL"])
+	if err := e.startDaemon(ctx, logs, env["INVOKEARI_TEST_ARI_URL"], env["INVOKEARI_TEST_ARI_USER"], env["INVOKEARI_TEST_ARI_PASS"], w.dial); err != nil {
+		e.stop()
+		return err
+	}
+	defer func() {
+		if serr := e.stop(); serr != nil && err == nil {
+			err = fmt.Errorf("daemon stop: %w", serr)
+		}
+	}()
+	k, closeAll, err := newKitRun(ctx, b, b.plan.kit, w, e, env)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	err = k.measure(ctx)
+	b.kitLoadEnd = loadAvg()
+	return err
+}
+
+// startKit starts the kit on base and returns its env lines and how to stop it; a kit
+// already running there is used and left running.
+func startKit(ctx context.Context, ctl []string, base int, logs io.Writer) (map[string]string, func() error, error) {
+	b := strconv.Itoa(base)
+	pbx := func(ctx context.Context, args ...string) *exec.Cmd {
+		return exec.CommandContext(ctx, ctl[0], append(slices.Clone(ctl[1:]), append(args, "--base", b)...)...)
+	}
+	wasUp := pbx(ctx, "status").Run() == nil
+	cmd := pbx(ctx, "start")
+	cmd.Stderr = logs
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, nil, fmt.Errorf("pbx start --base %s: %w (progress in the bench log)", b, err)
+	}
+	env := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			env[k] = strings.Trim(v, `"`)
+		}
+	}
+	stop := func() error {
+		if wasUp {
+			return nil
+		}
+		cmd := pbx(context.WithoutCancel(ctx), "stop")
+		cmd.Stdout, cmd.Stderr = logs, logs
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("pbx stop --base %s: %w", b, err)
+		}
+		return nil
+	}
+	if env["INVOKEARI_TEST_ARI_URL"] == "" {
+		_ = stop()
+		return nil, nil, fmt.Errorf("pbx start --base %s printed no INVOKEARI_TEST_ARI_URL", b)
+	}
+	return env, stop, nil
+}
+
+func newKitRun(ctx context.Context, b *bench, plan kitPlan, w *wireTimer, e *benchEnv, env map[string]string) (*kitRun, func(), error) {
+	hc := newBenchHTTPClient()
+	nc, err := nats.Connect(e.natsURL, nats.Name("invokeari-bench-kit"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect NATS: %w", err)
+	}
+	k := &kitRun{b: b, plan: plan, wire: w, ended: map[string]time.Time{}, sent: map[string]time.Time{}, outcome: map[string]string{}, changed: make(chan struct{}),
+		ari: &directARI{hc: hc, base: env["INVOKEARI_TEST_ARI_URL"], user: env["INVOKEARI_TEST_ARI_USER"],
+			pass: env["INVOKEARI_TEST_ARI_PASS"], app: kitDirectApp}}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	cons, err := js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{"invokeari.calls.*.ended"}})
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	cc, err := cons.Consume(k.onEnded)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	if _, err := nc.Subscribe(events.SubjectPrefix+".*.ended", k.onPublished); err != nil {
+		cc.Stop()
+		nc.Close()
+		return nil, nil, err
+	}
+	door := &daemonHTTP{hc: hc, url: e.httpURL, key: e.apiKey}
+	k.paths = []*kitPath{
+		{name: "direct ARI", prefix: "kd", send: k.ari.originateID},
+		{name: "HTTP door", prefix: "kh", daemon: true, send: door.originateID},
+		{name: "NATS door", prefix: "kn", daemon: true, send: (&daemonNATS{nc: nc, key: e.apiKey}).originateID},
+	}
+	return k, func() { cc.Stop(); nc.Close(); hc.CloseIdleConnections() }, nil
+}
+
+// onEnded records each `ended` event as the stream delivers it.
+func (k *kitRun) onEnded(m jetstream.Msg) {
+	now := time.Now()
+	var ev struct {
+		ID      string `json:"id"`
+		Outcome string `json:"outcome"`
+	}
+	_ = json.Unmarshal(m.Data(), &ev)
+	k.mu.Lock()
+	if _, dup := k.ended[ev.ID]; !dup {
+		k.ended[ev.ID] = now
+		k.outcome[ev.ID] = ev.Outcome
+	}
+	close(k.changed)
+	k.changed = make(chan struct{})
+	k.mu.Unlock()
+}
+
+// onPublished records when each `ended` event reaches NATS: a core subscriber sees it
+// as the server receives it, before JetStream stores and acknowledges it.
+func (k *kitRun) onPublished(m *nats.Msg) {
+	now := time.Now()
+	parts := strings.Split(m.Subject, ".") // invokeari.calls.<id>.ended
+	if len(parts) != 4 {
+		return
+	}
+	k.mu.Lock()
+	if _, dup := k.sent[parts[2]]; !dup {
+		k.sent[parts[2]] = now
+	}
+	k.mu.Unlock()
+}
+
+func (c *directARI) originateID(ctx context.Context, id string) error {
+	return c.post(ctx, url.Values{"endpoint": {kitEndpoint}, "app": {c.app}, "appArgs": {"bench," + id}, "channelId": {id},
+		"otherChannelId": {id + ".2"}, "timeout": {"30"}})
+}
+
+func (c *daemonHTTP) originateID(ctx context.Context, id string) error {
+	return c.post(ctx, url.Values{"d": {kitEndpoint}, "c": {kitContext}, "e": {"s"}, "t": {"30"}, "wait": {"accepted"}, "id": {id}})
+}
+
+func (c *daemonNATS) originateID(ctx context.Context, id string) error {
+	body, err := json.Marshal(map[string]string{"d": kitEndpoint, "c": kitContext, "e": "s", "t": "30", "wait": "accepted", "id": id})
+	if err != nil {
+		return err
+	}
+	return c.request(ctx, body)
+}
+
+// kitFailure is a failed originate.
+type kitFailure struct {
+	path *kitPath
+	id   string
+	err  error
+}
+
+// explained reports whether a failed reply carries Asterisk's refusal (an ARI 4xx/5xx)
+// or its silence until the deadline as evidence; any other failure (EOF, reset, 502
+// without ARI's status) is false: the PBX did not refuse the call.
+func (f kitFailure) explained() bool {
+	s := f.err.Error()
+	if strings.Contains(s, "deadline exceeded") || strings.Contains(s, "unreachable") {
+		return true
+	}
+	if f.path.daemon {
+		return ariRefusal.MatchString(s)
+	}
+	return strings.Contains(s, ": HTTP ") // Asterisk answered the bench's POST with an error
+}
+
+var ariRefusal = regexp.MustCompile(`"http_code":[45][0-9][0-9]`)
+
+// send times one originate on path p.
+func (k *kitRun) send(ctx context.Context, p *kitPath) kitSample {
+	s := kitSample{id: p.nextID(), sent: time.Now()}
+	s.err = p.send(ctx, s.id)
+	s.done = time.Now()
+	if s.err != nil {
+		k.mu.Lock()
+		k.failures = append(k.failures, kitFailure{path: p, id: s.id, err: s.err})
+		k.mu.Unlock()
+	}
+	return s
+}
+
+// measure runs the latency part, then the saturation part, then waits for every
+// daemon call's `ended` event and writes the rows.
+func (k *kitRun) measure(ctx context.Context) error {
+	lat := k.latency(ctx)
+	if err := k.settle(ctx); err != nil {
+		return err
+	}
+	sat, err := k.saturation(ctx)
+	if err != nil {
+		return err
+	}
+	k.report(ctx, lat, sat)
+	return nil
+}
+
+// latency: every path at plan.rate calls/s, open loop, interleaved (direct, HTTP, NATS,
+// direct, ...), so machine drift hits all alike.
+func (k *kitRun) latency(ctx context.Context) [][]kitSample {
+	n := len(k.paths)
+	total := int(k.plan.rate*k.plan.rateFor.Seconds()) * n
+	tick := time.Duration(float64(time.Second) / (k.plan.rate * float64(n)))
+	k.b.progress("K1: latency, %d calls at %.0f/s per path, %s each way interleaved", total, k.plan.rate, kitEndpoint)
+	out := make([][]kitSample, n)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for i := 0; i < total && ctx.Err() == nil; i++ {
+		timer.Reset(time.Until(start.Add(time.Duration(i) * tick)))
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		p := i % n
+		wg.Add(1)
+		go func() { // one per originate, all joined below
+			defer wg.Done()
+			s := k.send(ctx, k.paths[p])
+			mu.Lock()
+			out[p] = append(out[p], s)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// saturation: plan.satWorkers in flight on one path at a time, slices interleaved.
+func (k *kitRun) saturation(ctx context.Context) ([]loadResult, error) {
+	k.b.progress("K2: saturation, %d in flight, %d × %s per path, interleaved", k.plan.satWorkers, k.plan.satRounds, k.plan.satSlice)
+	res := make([]loadResult, len(k.paths))
+	k.mu.Lock()
+	k.satFrom = time.Now()
+	k.mu.Unlock()
+	defer func() {
+		k.mu.Lock()
+		k.satTo = time.Now()
+		k.mu.Unlock()
+	}()
+	for range k.plan.satRounds {
+		for i, p := range k.paths {
+			r := runLoad(ctx, k.plan.satWorkers, 0, k.plan.satSlice, func(ctx context.Context, _ int64) error {
+				s := k.send(ctx, p)
+				if s.err != nil {
+					return fmt.Errorf("%s: %w", s.id, s.err)
+				}
+				return nil
+			})
+			res[i].add(r)
+			if err := k.settle(ctx); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return res, nil
+}
+
+// settle waits until Asterisk has no channel left, so the next slice starts alike. It
+// asks every 100 ms (the list is long at saturation; the bench shares the CPUs). A kit
+// shared with other work may never get there: after 30 s the run goes on, saying so.
+func (k *kitRun) settle(ctx context.Context) error {
+	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for !k.asteriskIdle(ctx) {
+		if time.Now().After(deadline) {
+			k.b.progress("K: Asterisk still has channels after 30 s (a shared kit?); going on")
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+// asteriskIdle reports whether GET /channels lists no channel.
+func (k *kitRun) asteriskIdle(ctx context.Context) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.ari.base+"/channels", nil)
+	if err != nil {
+		return false
+	}
+	req.SetBasicAuth(k.ari.user, k.ari.pass)
+	resp, err := k.ari.hc.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var chs []json.RawMessage
+	return resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&chs) == nil && len(chs) == 0
+}
+
+// waitEnded waits until every id has its `ended` event or limit passes; it returns the
+// ids still missing.
+func (k *kitRun) waitEnded(ctx context.Context, ids []string, limit time.Duration) []string {
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for {
+		k.mu.Lock()
+		var missing []string
+		for _, id := range ids {
+			if _, ok := k.ended[id]; !ok {
+				missing = append(missing, id)
+			}
+		}
+		ch := k.changed
+		k.mu.Unlock()
+		if len(missing) == 0 {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return missing
+		case <-ctx.Done():
+			return missing
+		}
+	}
+}
+
+// report writes the K rows.
+func (k *kitRun) report(ctx context.Context, lat [][]kitSample, sat []loadResult) {
+	b := k.b
+	okLat := func(ss []kitSample) (ds []time.Duration) {
+		for _, s := range ss {
+			if s.err == nil {
+				ds = append(ds, s.done.Sub(s.sent))
+			}
+		}
+		return ds
+	}
+	direct := okLat(lat[0])
+	d50, d99 := percentile(direct, 50), percentile(direct, 99)
+	for i, p := range k.paths[1:] {
+		ds := okLat(lat[i+1])
+		p50, p99 := percentile(ds, 50), percentile(ds, 99)
+		b.row(benchRow{ID: fmt.Sprintf("K1%c", 'a'+i), What: fmt.Sprintf("latency at %.0f calls/s, wait=accepted: %s p50 − direct ARI p50", k.plan.rate, p.name),
+			Target:   "≤ +" + fmtDur(targetKitP50Extra),
+			Measured: fmt.Sprintf("%+.2f ms (%s vs %s)", ms(p50-d50), fmtDur(p50), fmtDur(d50)), Verdict: check(float64(p50-d50), float64(targetKitP50Extra), true)})
+		b.row(benchRow{ID: fmt.Sprintf("K1%c", 'c'+i), What: fmt.Sprintf("same run: %s p99 − direct ARI p99", p.name),
+			Target:   "≤ +" + fmtDur(targetKitP99Extra),
+			Measured: fmt.Sprintf("%+.2f ms (%s vs %s)", ms(p99-d99), fmtDur(p99), fmtDur(d99)), Verdict: check(float64(p99-d99), float64(targetKitP99Extra), true)})
+	}
+	for i, p := range k.paths[1:] {
+		r := ratioF(sat[i+1].rate(), sat[0].rate())
+		b.row(benchRow{ID: fmt.Sprintf("K2%c", 'a'+i), What: fmt.Sprintf("saturation throughput, %d in flight: %s ÷ direct ARI", k.plan.satWorkers, p.name),
+			Target:   fmt.Sprintf("≥ %.1f", targetKitThroughput),
+			Measured: fmt.Sprintf("%.2f (%.0f/s vs %.0f/s; p99 %s vs %s)", r, sat[i+1].rate(), sat[0].rate(), fmtDur(percentile(sat[i+1].lat, 99)), fmtDur(percentile(sat[0].lat, 99))),
+			Verdict:  check(r, targetKitThroughput, false)})
+	}
+
+	// Every call a door accepted must end with its true outcome in the stream.
+	var accepted []string
+	var samples []kitSample
+	for i, p := range k.paths {
+		if !p.daemon {
+			continue
+		}
+		samples = append(samples, lat[i]...)
+		for n := int64(1); n <= p.seq.Load(); n++ {
+			accepted = append(accepted, fmt.Sprintf("%s%07d", p.prefix, n))
+		}
+	}
+	missing := k.waitEnded(ctx, accepted, 30*time.Second)
+	k.mu.Lock()
+	failed := map[string]bool{}
+	falseFail, explained := 0, 0
+	var firstFalse, firstExplained string
+	for _, f := range k.failures {
+		failed[f.id] = true
+		if f.explained() {
+			explained++
+			if firstExplained == "" {
+				firstExplained = fmt.Sprintf("%s %s: %.200s", f.path.name, f.id, f.err)
+			}
+			continue
+		}
+		falseFail++
+		if firstFalse == "" {
+			firstFalse = fmt.Sprintf("%s %s: %.200s", f.path.name, f.id, f.err)
+		}
+	}
+	wrong := 0
+	for _, id := range accepted {
+		if o, ok := k.outcome[id]; ok && o != "completed" && !failed[id] {
+			wrong++
+			if firstFalse == "" {
+				firstFalse = id + " ended " + o
+			}
+		}
+	}
+	k.mu.Unlock()
+	b.row(benchRow{ID: "K3", What: "lost outcomes: daemon calls with no `ended` event in JetStream 30 s after the run", Target: "0",
+		Measured: fmt.Sprintf("%d of %d", len(missing), len(accepted)), Verdict: check(float64(len(missing)), 0, true)})
+	meas := fmt.Sprintf("%d false failed replies, %d calls accepted but ended other than completed", falseFail, wrong)
+	if firstFalse != "" {
+		meas += " (first: " + firstFalse + ")"
+	}
+	b.row(benchRow{ID: "K4a", What: "false failures, every path: a failed reply without Asterisk's refusal or silence as evidence; an accepted call not `completed` (every call answers)",
+		Target: "0", Measured: meas, Verdict: check(float64(falseFail+wrong), 0, true)})
+	meas = fmt.Sprintf("%d", explained)
+	if firstExplained != "" {
+		meas += " (first: " + firstExplained + ")"
+	}
+	b.row(benchRow{ID: "K4b", What: "failed replies with Asterisk's evidence (an ARI 4xx/5xx, or no answer within the request's deadline)",
+		Target: "reported", Measured: meas, Verdict: verdictInfo})
+
+	in, back, ast := k.wire.split(samples)
+	b.row(benchRow{ID: "K5a", What: fmt.Sprintf("daemon's own time at %.0f/s: request sent → its POST /channels on the wire, p50 / p99", k.plan.rate),
+		Target: "reported", Measured: fmt.Sprintf("%s / %s (%d calls)", fmtDur(percentile(in, 50)), fmtDur(percentile(in, 99)), len(in)), Verdict: verdictInfo})
+	b.row(benchRow{ID: "K5b", What: "same calls: ARI reply read off the wire → reply received by the client, p50 / p99",
+		Target: "reported", Measured: fmt.Sprintf("%s / %s", fmtDur(percentile(back, 50)), fmtDur(percentile(back, 99))), Verdict: verdictInfo})
+	b.row(benchRow{ID: "K5c", What: "same calls: Asterisk's own time, POST /channels on the wire → its reply read, p50 / p99",
+		Target: "reported", Measured: fmt.Sprintf("%s / %s", fmtDur(percentile(ast, 50)), fmtDur(percentile(ast, 99))), Verdict: verdictInfo})
+	k.mu.Lock()
+	stored := k.wire.frameTo(k.ended, k.satFrom, k.satTo)
+	sent := k.wire.frameTo(k.sent, k.satFrom, k.satTo)
+	k.mu.Unlock()
+	p99 := percentile(stored, 99)
+	b.row(benchRow{ID: "K5d", What: "at saturation: websocket frame ChannelDestroyed read → the call's `ended` event stored in JetStream (delivered to a consumer), p99",
+		Target: "≤ " + fmtDur(targetKitFrameToAck), Measured: fmt.Sprintf("%s (p50 %s; %d calls)", fmtDur(p99), fmtDur(percentile(stored, 50)), len(stored)),
+		Verdict: check(float64(p99), float64(targetKitFrameToAck), true)})
+	b.row(benchRow{ID: "K5e", What: "same calls: frame read → the `ended` event received by NATS (before its ack), p50 / p99",
+		Target: "reported", Measured: fmt.Sprintf("%s / %s (%d calls)", fmtDur(percentile(sent, 50)), fmtDur(percentile(sent, 99)), len(sent)),
+		Verdict: verdictInfo})
+	b.notes = append(b.notes, fmt.Sprintf("**K real PBX**: Asterisk 22.10.1 of the kit (`../shared/asterisk`), endpoint `%s` (answers at once, "+
+		"ends after 1 s), `wait=accepted`, call ids of one length (Asterisk refuses an id that prefixes a live one). Direct ARI = "+
+		"`POST /ari/channels` from the bench's keep-alive client to app `%s` (no websocket; the answered call fails Stasis and is hung up); "+
+		"the doors' calls enter the daemon's app and are continued to `%s,s`. K1: each path at %.0f calls/s open loop, "+
+		"interleaved, for %s. K2: %d in flight on one path at a time, %d slices of %s per path, interleaved, Asterisk idle "+
+		"between slices. K5: the daemon's ARI connections are timed where they meet the socket (a wrapping dialer): "+
+		"K5a/K5b include one loopback hop to and from the bench client. The publish ack of an `ended` event lies between "+
+		"K5e (a core NATS subscriber sees the publish as the server receives it) and K5d (the bench's JetStream consumer "+
+		"receives the stored event), both over the saturation part.",
+		kitEndpoint, kitDirectApp, kitContext, k.plan.rate, k.plan.rateFor, k.plan.satWorkers, k.plan.satRounds, k.plan.satSlice))
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func ratioF(a, b float64) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return a / b
+}

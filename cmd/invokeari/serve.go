@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -128,9 +129,24 @@ func orDefault(s, def string) string {
 	return s
 }
 
-// callStoreTTL bounds how long a call stays on record for restarts and idempotency:
-// longer than any call plus the idempotency retention.
+// callStoreTTL bounds how long an in-flight record may stay in the call registry:
+// longer than any call.
 const callStoreTTL = 24 * time.Hour
+
+// instanceID names this daemon in the call registry's records: the host name (a
+// restarted daemon on the same host resumes its calls). Scale-out makes it configurable.
+func instanceID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "invokeari"
+	}
+	return strings.Map(func(r rune) rune {
+		if r == '.' || r == '*' || r == '>' || r <= ' ' || r == 0x7f {
+			return '_'
+		}
+		return r
+	}, h)
+}
 
 // daemon holds what serve started, for ordered shutdown.
 type daemon struct {
@@ -239,13 +255,15 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", events.StreamName, err)
 	}
-	pub := events.NewPublisher(js, events.PublisherConfig{Logger: log.With("component", "publisher")})
 	sctx, cancel = context.WithTimeout(ctx, 15*time.Second)
-	store, err := events.OpenCallStore(sctx, js, callStoreTTL)
+	store, err := events.OpenRegistry(sctx, js, events.RegistryConfig{Owner: instanceID(), MaxAge: callStoreTTL,
+		Logger: log.With("component", "registry")})
 	cancel()
 	if err != nil {
 		return err
 	}
+	pub := events.NewPublisher(js, events.PublisherConfig{Logger: log.With("component", "publisher"),
+		Stored: store.EventStored})
 
 	// Asterisk links.
 	var servers []stasisapp.Server
@@ -296,6 +314,7 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	appCtx, stopApp := context.WithCancel(context.Background())
 	defer stopApp()
 	start("publisher", pub.Run, pubCtx)
+	start("registry", store.Run, pubCtx)
 	start("stasisapp", app.Run, appCtx)
 
 	// Front doors.

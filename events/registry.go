@@ -311,14 +311,18 @@ func (r *Registry) poke() {
 // waiting for that save (whose own deadline is shorter).
 const earlyLimit = time.Minute
 
-// Run deletes forgotten records until ctx ends. A delete that fails is not retried:
-// the record's last event is `ended`, so the next start removes it (and MaxAge bounds it).
+// Run deletes forgotten records until ctx ends, then those still pending within
+// stopBudget. A delete that fails is not retried: the record's last event is `ended`,
+// so the next start removes it (and MaxAge bounds it).
 func (r *Registry) Run(ctx context.Context) error {
 	tick := time.NewTicker(10 * time.Second)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), stopBudget)
+			defer cancel()
+			r.deletePending(sctx)
 			return nil
 		case <-r.wake:
 		case now := <-tick.C:
@@ -330,17 +334,28 @@ func (r *Registry) Run(ctx context.Context) error {
 			}
 			r.mu.Unlock()
 		}
-		r.mu.Lock()
-		batch := r.pending
-		r.pending = nil
-		r.mu.Unlock()
-		for _, ref := range batch {
-			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err := r.reg.DeleteMsg(dctx, ref.rev)
-			cancel()
-			if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) && !isNoMessageFound(err) && ctx.Err() == nil {
-				r.log.Warn("remove ended call from the registry; the next start removes it", "subject", ref.subject, "err", err)
-			}
+		r.deletePending(ctx)
+	}
+}
+
+// stopBudget bounds the deletes Run still does once its context has ended.
+const stopBudget = 2 * time.Second
+
+// deletePending deletes the records queued so far.
+func (r *Registry) deletePending(ctx context.Context) {
+	r.mu.Lock()
+	batch := r.pending
+	r.pending = nil
+	r.mu.Unlock()
+	for _, ref := range batch {
+		if ctx.Err() != nil {
+			return
+		}
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := r.reg.DeleteMsg(dctx, ref.rev)
+		cancel()
+		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) && !isNoMessageFound(err) && ctx.Err() == nil {
+			r.log.Warn("remove ended call from the registry; the next start removes it", "subject", ref.subject, "err", err)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -102,6 +103,16 @@ func TestRestartWith100kEndedCalls(t *testing.T) {
 		t.Errorf("new call dialled %d times; want 1", dials[fresh.id])
 	}
 	e.stopDaemon()
+	// Every call has ended: the registry holds no record (each was removed once its
+	// `ended` was stored).
+	_, js := e.nats.Connect(t)
+	st, err := js.Stream(t.Context(), events.RegistryStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := st.Info(t.Context()); err != nil || info.State.Msgs != 0 {
+		t.Errorf("registry after every call ended: %+v, %v; want no record", info.State, err)
+	}
 	if r := e.raced(); r != "" {
 		t.Fatalf("data race in the daemon:\n%s", r)
 	}
@@ -275,6 +286,12 @@ func newPBXFaultEnv(t *testing.T, name string) *faultEnv {
 		t.Fatalf("the kit's ARI user is %q; the test config writes %q", user, testARIUser)
 	}
 	e := &faultEnv{t: t, name: name, dir: t.TempDir(), client: &http.Client{Timeout: 30 * time.Second}, ariPass: pass}
+	if *faultsLogDir != "" {
+		e.dir = filepath.Join(*faultsLogDir, name)
+		if err := os.MkdirAll(e.dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
 	e.nats = natstest.Start(t)
 	e.cfgPath = writeTestConfig(t, e.dir, testConfig{simURL: ariURL, natsURL: e.nats.URL, app: "invokeari-itest-restart",
 		wait: "accepted", limits: "drain_timeout: 5s, max_in_flight: 5000", logLevel: "info"})

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/invokeari/invokeari/events"
 	"github.com/invokeari/invokeari/events/natstest"
@@ -26,31 +27,49 @@ const restartLimit = time.Second
 // raceHistory is the history of TestRestartWith100kEndedCalls under the race detector.
 const raceHistory = 10_000
 
-// TestRestartWith100kEndedCalls: with 100k ended calls inside the idempotency retention,
-// a daemon process is ready (ARI link connected, /readyz 200) within a second of its
-// start, and a repeated id of a call ended before the restart returns that call without
-// dialling it again; the same id with other parameters is a conflict.
+// TestRestartWith100kEndedCalls (simulator): with 100k ended calls inside the idempotency
+// retention, a daemon process is ready (ARI link connected, /readyz 200) within a second
+// of its start, and a repeated id of a call ended before the restart returns that call
+// without dialling it again; the same id with other parameters is a conflict.
 //
 // Under the race detector (make test) the in-process nats-server stores about 1-2k
 // messages a second on this machine, so the history is raceHistory calls there; a
 // build without -race (the real-PBX suite's line) stores the full 100k.
 func TestRestartWith100kEndedCalls(t *testing.T) {
+	e := newFaultEnv(t, "restart-100k", 5*time.Second)
+	restartWithHistory(t, e, faultKinds[1], faultKinds[2].endpoint, func() map[string]int { return e.simLog().dials })
+}
+
+// TestPBXRestartWith100kEndedCalls is TestRestartWith100kEndedCalls against the real PBX
+// kit (`make itest`).
+func TestPBXRestartWith100kEndedCalls(t *testing.T) {
+	e := newPBXFaultEnv(t, "pbx-restart-100k")
+	restartWithHistory(t, e, callKind{"busy", "Local/busy@sim", 10, events.Busy}, "Local/reject@sim", nil)
+}
+
+// restartWithHistory runs the restart-with-history case on e: busy is a call kind that
+// ends at once with outcome busy, other another destination; dials (nil: not known)
+// counts POST /channels per call id.
+func restartWithHistory(t *testing.T, e *faultEnv, busy callKind, other string, dials func() map[string]int) {
 	ended := 100_000
 	if raceEnabled {
 		ended = raceHistory
 	}
-	e := newFaultEnv(t, "restart-100k", 5*time.Second)
+	_, js := e.nats.Connect(t)
 	// One call through the daemon, ended before the restart: its `ended` carries the
 	// request's fingerprint.
-	busy := &callPlan{id: "before-restart", kind: faultKinds[1]}
-	if st, txt := e.originate(busy); st != http.StatusOK {
+	first := &callPlan{id: "before-restart-" + e.name, kind: busy}
+	if st, txt := e.originate(first); st != http.StatusOK {
 		t.Fatalf("first call: %d %s", st, txt)
 	}
-	e.watch.waitCount(t, events.Ended, 1, 10*time.Second)
+	firstLast := waitLastEvent(t, js, first.id, events.Ended)
+	if firstLast.Outcome != events.Busy {
+		t.Fatalf("first call ended %q (%s); want busy", firstLast.Outcome, firstLast.Reason)
+	}
 	e.stopDaemon()
 
 	began := time.Now()
-	prefillEnded(t, e.nats, ended)
+	prefillEnded(t, e.nats, busy, ended)
 	t.Logf("stored %d ended calls in %s", ended, time.Since(began).Round(time.Millisecond))
 
 	// The bound is on the daemon, not on a machine shared with other work: the best of
@@ -75,37 +94,52 @@ func TestRestartWith100kEndedCalls(t *testing.T) {
 		t.Errorf("restart with %d ended calls took %s; want ≤ %s\n%s", ended, took, restartLimit, e.current().tail())
 	}
 
-	dialsBefore := e.simLog().dials
-	synthetic := &callPlan{id: prefillID(ended / 2), kind: faultKinds[1]}
-	for _, c := range []*callPlan{busy, synthetic} {
+	var dialsBefore map[string]int
+	if dials != nil {
+		dialsBefore = dials()
+	}
+	synthetic := &callPlan{id: prefillID(ended / 2), kind: busy}
+	synthLast := waitLastEvent(t, js, synthetic.id, events.Ended)
+	for _, c := range []*callPlan{first, synthetic} {
 		r := postPlan(t, e, c)
 		if r.Status != http.StatusOK || r.Envelope.Call == nil || r.Envelope.Call.ID != c.id ||
 			r.Envelope.Call.Outcome != events.Busy || !strings.Contains(r.Raw, "idempotent repeat") {
 			t.Errorf("repeat of %s after the restart: %d %s; want the ended call, busy, as a repeat", c.id, r.Status, r.Raw)
 		}
 	}
-	conflict := &callPlan{id: prefillID(7), kind: faultKinds[2]}
+	conflictKind := busy
+	conflictKind.endpoint = other
+	conflict := &callPlan{id: prefillID(7), kind: conflictKind}
 	if r := postPlan(t, e, conflict); r.Status != http.StatusConflict {
 		t.Errorf("id of an ended call with other parameters: %d %s; want 409", r.Status, r.Raw)
 	}
-	fresh := &callPlan{id: "after-restart", kind: faultKinds[1]}
+	fresh := &callPlan{id: "after-restart-" + e.name, kind: busy}
 	if st, txt := e.originate(fresh); st != http.StatusOK {
 		t.Errorf("new call after the restart: %d %s", st, txt)
 	}
-	e.watch.waitCount(t, events.Ended, 2, 10*time.Second)
-	dials := e.simLog().dials
-	for _, id := range []string{busy.id, synthetic.id, conflict.id} {
-		if dials[id] != dialsBefore[id] {
-			t.Errorf("call %s dialled %d times after the restart; want none", id, dials[id]-dialsBefore[id])
+	if last := waitLastEvent(t, js, fresh.id, events.Ended); last.Outcome != events.Busy {
+		t.Errorf("new call after the restart ended %q; want busy", last.Outcome)
+	}
+	// A repeat made no event (and, where the dials are known, no dial).
+	for id, want := range map[string]uint64{first.id: firstLast.Seq, synthetic.id: synthLast.Seq} {
+		if last := waitLastEvent(t, js, id, events.Ended); last.Seq != want {
+			t.Errorf("call %s: last event seq %d after its repeat; want %d (nothing new)", id, last.Seq, want)
 		}
 	}
-	if dials[fresh.id] != 1 {
-		t.Errorf("new call dialled %d times; want 1", dials[fresh.id])
+	if dials != nil {
+		after := dials()
+		for _, id := range []string{first.id, synthetic.id, conflict.id} {
+			if after[id] != dialsBefore[id] {
+				t.Errorf("call %s dialled %d times after the restart; want none", id, after[id]-dialsBefore[id])
+			}
+		}
+		if after[fresh.id] != 1 {
+			t.Errorf("new call dialled %d times; want 1", after[fresh.id])
+		}
 	}
 	e.stopDaemon()
 	// Every call has ended: the registry holds no record (each was removed once its
 	// `ended` was stored).
-	_, js := e.nats.Connect(t)
 	st, err := js.Stream(t.Context(), events.RegistryStream)
 	if err != nil {
 		t.Fatal(err)
@@ -118,20 +152,46 @@ func TestRestartWith100kEndedCalls(t *testing.T) {
 	}
 }
 
+// waitLastEvent waits until the last stored event of call id is of kind k and returns it.
+func waitLastEvent(t *testing.T, js jetstream.JetStream, id string, k events.Kind) events.Event {
+	t.Helper()
+	st, err := js.Stream(t.Context(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var ev events.Event
+		m, err := st.GetLastMsgForSubject(t.Context(), events.SubjectPrefix+"."+id+".>")
+		if err == nil {
+			if err := json.Unmarshal(m.Data, &ev); err != nil {
+				t.Fatalf("event of %s: %v", id, err)
+			}
+			if ev.Event == k {
+				return ev
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("call %s: last event %q (err %v) after 20s; want %s", id, ev.Event, err, k)
+		}
+		<-time.After(20 * time.Millisecond) // polling pace under the deadline
+	}
+}
+
 func prefillID(i int) string { return fmt.Sprintf("hist-%06d", i) }
 
-// prefillEnded stores n ended busy calls (as the daemon would have published them for
-// faultKinds[1] through the HTTP door) straight into INVOKEARI_CALLS. They predate the
-// fingerprint header, so their fingerprint is recomputed from the stored request.
-func prefillEnded(t *testing.T, ns *natstest.Server, n int) {
+// prefillEnded stores n ended calls of kind busy (as the daemon would have published
+// them for a request through the HTTP door) straight into INVOKEARI_CALLS. They predate
+// the fingerprint header, so their fingerprint is recomputed from the stored request.
+func prefillEnded(t *testing.T, ns *natstest.Server, busy callKind, n int) {
 	t.Helper()
 	nc, js := ns.Connect(t)
 	now := time.Now().UTC()
 	rec := events.Call{ID: "@ID@", Server: "pbx1", State: events.StateEnded, Outcome: events.Busy, Cause: 17, EndedAt: &now}
 	ev := events.Event{ID: "@ID@", Seq: 2, Event: events.Ended, Time: now, Server: "pbx1",
 		State: events.StateEnded, Outcome: events.Busy, Cause: 17,
-		Request: &events.Request{Destination: faultKinds[1].endpoint, Context: "from-internal", Extension: "100",
-			TimeoutSec: faultKinds[1].t, Server: "pbx1", Wait: "accepted", Door: "http"},
+		Request: &events.Request{Destination: busy.endpoint, Context: "from-internal", Extension: "100",
+			TimeoutSec: busy.t, Server: "pbx1", Wait: "accepted", Door: "http"},
 		Key: "tester", Call: &rec}
 	tmpl, err := json.Marshal(ev)
 	if err != nil {

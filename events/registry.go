@@ -401,3 +401,59 @@ func (r *Registry) LastEventTime(ctx context.Context) (at time.Time, found bool,
 	}
 	return info.State.LastTime, true, nil
 }
+
+// LegacyCallBucket is the KV bucket where daemons before the registry kept every call
+// (in flight and ended) for restarts.
+const LegacyCallBucket = "INVOKEARI_CALL_STATE"
+
+// MigrateLegacy moves the calls still in flight from LegacyCallBucket into the registry,
+// then deletes the bucket; without the bucket it does nothing. It reads the whole
+// bucket (and looks each call's `ended` up), so the first start after an upgrade from a
+// daemon that kept that bucket costs what every start cost then; the next ones do not.
+func (r *Registry) MigrateLegacy(ctx context.Context) (moved int, err error) {
+	kv, err := r.js.KeyValue(ctx, LegacyCallBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("legacy bucket %s: %w", LegacyCallBucket, err)
+	}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		return 0, fmt.Errorf("legacy bucket %s: %w", LegacyCallBucket, err)
+	}
+	var keys []string
+	if lister != nil {
+		for k := range lister.Keys() {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range keys {
+		e, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			continue
+		}
+		if err != nil {
+			return moved, fmt.Errorf("legacy call %s: %w", k, err)
+		}
+		var c StoredCall
+		if err := json.Unmarshal(e.Value(), &c); err != nil {
+			return moved, fmt.Errorf("legacy call %s: %w", k, err)
+		}
+		if _, _, ended, err := r.Ended(ctx, c.ID); err != nil || ended {
+			if err != nil {
+				return moved, err
+			}
+			continue // its end is on record: nothing to resume
+		}
+		c.Owner = ""
+		if err := r.Save(ctx, c); err != nil {
+			return moved, err
+		}
+		moved++
+	}
+	if err := r.js.DeleteKeyValue(ctx, LegacyCallBucket); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return moved, fmt.Errorf("delete legacy bucket %s: %w", LegacyCallBucket, err)
+	}
+	return moved, nil
+}

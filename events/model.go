@@ -118,4 +118,7 @@ type Event struct {
 	Call *Call `json:"call,omitempty"`
 	// Webhook is set on `webhook` events.
 	Webhook *WebhookExchange `json:"webhook,omitempty"`
+	// Fingerprint of the request, sent on `ended` as the FingerprintHeader header (not
+	// in the JSON): a restarted daemon tells a repeated id from a conflicting one by it.
+	Fingerprint string `json:"-"`
 }

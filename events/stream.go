@@ -71,6 +71,7 @@ func EnsureStream(ctx context.Context, js StreamManager, maxAge time.Duration) e
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      maxAge,
 		Duplicates:  dup,
+		AllowDirect: true, // the call registry's look-ups by subject are direct gets
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 		return fmt.Errorf("ensure stream %s: %w", StreamName, err)

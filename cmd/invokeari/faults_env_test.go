@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -107,6 +108,7 @@ type faultEnv struct {
 	nats    *natstest.Server
 	cfgPath string
 	client  *http.Client
+	ariPass string // ARI password of the daemon's Asterisk; default testARIPass
 
 	base    atomic.Pointer[string] // current daemon's http://addr
 	mu      sync.Mutex
@@ -168,7 +170,7 @@ func (e *faultEnv) startDaemon() {
 	}
 	p.cmd = exec.Command(os.Args[0], "-test.run=^$")
 	p.cmd.Env = append(childEnviron(), faultsChildEnv+"=1", faultsConfigEnv+"="+e.cfgPath,
-		faultsLogEnv+"="+p.logPath, "TEST_ARI_PASSWORD="+testARIPass)
+		faultsLogEnv+"="+p.logPath, "TEST_ARI_PASSWORD="+cmp.Or(e.ariPass, testARIPass))
 	p.cmd.Stderr = errf
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
@@ -319,6 +321,8 @@ type callPlan struct {
 	status  int
 	errText string
 	took    time.Duration // how long the reply took
+	context string        // where an answered call continues; default from-internal
+	exten   string        // default 100
 }
 
 // planCalls makes n calls cycling through faultKinds.
@@ -353,7 +357,7 @@ func (e *faultEnv) place(calls []*callPlan, spread time.Duration) {
 
 // originate posts one call to the current daemon.
 func (e *faultEnv) originate(c *callPlan) (int, string) {
-	form := url.Values{"d": {c.kind.endpoint}, "c": {"from-internal"}, "e": {"100"},
+	form := url.Values{"d": {c.kind.endpoint}, "c": {cmp.Or(c.context, "from-internal")}, "e": {cmp.Or(c.exten, "100")},
 		"t": {fmt.Sprint(c.kind.t)}, "wait": {"accepted"}, "id": {c.id}}
 	req, err := http.NewRequest(http.MethodPost, *e.base.Load()+"/v2/invokeARI", strings.NewReader(form.Encode()))
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -131,9 +132,24 @@ func orDefault(s, def string) string {
 	return s
 }
 
-// callStoreTTL bounds how long a call stays on record for restarts and idempotency:
-// longer than any call plus the idempotency retention.
+// callStoreTTL bounds how long an in-flight record may stay in the call registry:
+// longer than any call.
 const callStoreTTL = 24 * time.Hour
+
+// instanceID names this daemon in the call registry's records: the host name (a
+// restarted daemon on the same host resumes its calls). Scale-out makes it configurable.
+func instanceID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "invokeari"
+	}
+	return strings.Map(func(r rune) rune {
+		if r == '.' || r == '*' || r == '>' || r <= ' ' || r == 0x7f {
+			return '_'
+		}
+		return r
+	}, h)
+}
 
 // daemon holds what serve started, for ordered shutdown.
 type daemon struct {
@@ -246,13 +262,26 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", events.StreamName, err)
 	}
-	pub := events.NewPublisher(js, events.PublisherConfig{Logger: log.With("component", "publisher")})
 	sctx, cancel = context.WithTimeout(ctx, 15*time.Second)
-	store, err := events.OpenCallStore(sctx, js, callStoreTTL)
+	store, err := events.OpenRegistry(sctx, js, events.RegistryConfig{Owner: instanceID(), MaxAge: callStoreTTL,
+		Logger: log.With("component", "registry")})
 	cancel()
 	if err != nil {
 		return err
 	}
+	// Once, after an upgrade from a daemon that kept every call in a KV bucket: its calls
+	// in flight move into the registry (this start reads that whole bucket).
+	mctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	moved, err := store.MigrateLegacy(mctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("move calls from %s to the call registry: %w", events.LegacyCallBucket, err)
+	}
+	if moved > 0 {
+		log.Info("calls in flight moved to the call registry", "from", events.LegacyCallBucket, "calls", moved)
+	}
+	pub := events.NewPublisher(js, events.PublisherConfig{Logger: log.With("component", "publisher"),
+		Stored: store.EventStored})
 
 	// Asterisk links.
 	var servers []stasisapp.Server
@@ -303,6 +332,7 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	appCtx, stopApp := context.WithCancel(context.Background())
 	defer stopApp()
 	start("publisher", pub.Run, pubCtx)
+	start("registry", store.Run, pubCtx)
 	start("stasisapp", app.Run, appCtx)
 
 	// Front doors.

@@ -4,6 +4,7 @@
 package stasisapp
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
@@ -45,6 +46,20 @@ type Request struct {
 	// It holds secrets: it is never persisted (the Request JSON is stored), published
 	// or logged, so a restarted daemon cannot follow such a call (it ends unknown).
 	Dynamic *DynamicServer `json:"-"`
+	// Callback is the status callback URL ("" for none) and CallbackEvents the event
+	// kinds POSTed to it (SPEC §8); both are published in the events' request.
+	Callback       string   `json:",omitempty"`
+	CallbackEvents []string `json:",omitempty"`
+	// Webhook is set when e was an absolute http(s) URL (SPEC §9): the answered call is
+	// driven by that URL and Extension is empty. WebhookFallback is the key's
+	// fallback for a failing webhook (empty: hang up).
+	Webhook         string          `json:",omitempty"`
+	WebhookFallback WebhookFallback `json:",omitzero"`
+}
+
+// WebhookFallback is where a webhook-driven call goes when its webhook fails.
+type WebhookFallback struct {
+	Context, Extension string
 }
 
 // DynamicServer is an Asterisk a request named by URL with its own ARI credentials.
@@ -85,14 +100,16 @@ func IsDynamicName(name string) bool {
 // EventRequest is the request as carried in published events (no secrets).
 func (r Request) EventRequest() *events.Request {
 	return &events.Request{
-		Destination: r.Endpoint,
-		Context:     r.Context,
-		Extension:   r.Extension,
-		TimeoutSec:  int(r.Timeout / time.Second),
-		CallerID:    r.CallerID,
-		Variables:   r.Variables,
-		Server:      r.Server,
-		Wait:        string(r.Wait),
-		Door:        r.Door,
+		Destination:    r.Endpoint,
+		Context:        r.Context,
+		Extension:      cmp.Or(r.Extension, r.Webhook),
+		TimeoutSec:     int(r.Timeout / time.Second),
+		CallerID:       r.CallerID,
+		Variables:      r.Variables,
+		Server:         r.Server,
+		Wait:           string(r.Wait),
+		Door:           r.Door,
+		Callback:       r.Callback,
+		CallbackEvents: r.CallbackEvents,
 	}
 }

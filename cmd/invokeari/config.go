@@ -156,6 +156,28 @@ func (c *Config) resolveSecrets(getenv func(string) string) error {
 			errs = append(errs, fmt.Errorf("asterisk[%d]: password_env or password_file is required", i))
 		}
 	}
+	for i := range c.Keys {
+		w := &c.Keys[i].Webhooks
+		switch {
+		case w.SecretEnv != "" && w.SecretFile != "":
+			// Validate names it.
+		case w.SecretEnv != "":
+			w.Secret = []byte(getenv(w.SecretEnv))
+			if len(w.Secret) == 0 {
+				errs = append(errs, fmt.Errorf("keys[%d].webhooks.secret_env: environment variable %s is empty or unset", i, w.SecretEnv))
+			}
+		case w.SecretFile != "":
+			b, err := os.ReadFile(w.SecretFile)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("keys[%d].webhooks.secret_file: %w", i, err))
+				continue
+			}
+			w.Secret = []byte(strings.TrimRight(string(b), "\r\n"))
+			if len(w.Secret) == 0 {
+				errs = append(errs, fmt.Errorf("keys[%d].webhooks.secret_file: %s is empty", i, w.SecretFile))
+			}
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -19,8 +19,10 @@
 // recognised by the record's delivered-through sequence, or else sent again
 // (at-least-once, same Invokeari-Event-Id).
 //
-// One Deliverer at a time per stream: the consumer is re-created at start, and per-call
-// order needs a single deliverer. With several daemons, enable callbacks on one.
+// One Deliverer delivers at a time (per-call order needs a single deliverer, and it
+// re-creates the consumer): it holds a lease in the bucket, renewed every few seconds;
+// other daemons' Deliverers stand by and take over when it runs out (a crashed deliverer
+// is replaced within LeaseTTL).
 package callbacks
 
 import (
@@ -52,6 +54,7 @@ const (
 	DefaultRetention   = time.Hour
 	DefaultAckWait     = 30 * time.Second
 	DefaultMaxPending  = 10_000
+	DefaultLeaseTTL    = 10 * time.Second
 )
 
 // FailedSubject receives one message per given-up delivery (a FailedDelivery).
@@ -88,6 +91,7 @@ type Config struct {
 	Retention   time.Duration // how long a finished call's State is kept (1h)
 	AckWait     time.Duration // consumer ack wait (30s); must exceed the sender's timeout
 	MaxPending  int           // consumer max ack pending (10000): back-pressure on first tries
+	LeaseTTL    time.Duration // how long a silent deliverer keeps the lease (10s)
 	Hooks       Hooks
 	Logger      *slog.Logger
 }
@@ -176,6 +180,7 @@ func New(cfg Config) *Deliverer {
 	def(&cfg.GiveUpAfter, DefaultGiveUpAfter)
 	def(&cfg.Retention, DefaultRetention)
 	def(&cfg.AckWait, DefaultAckWait)
+	def(&cfg.LeaseTTL, DefaultLeaseTTL)
 	if cfg.Consumer == "" {
 		cfg.Consumer = DefaultConsumer
 	}
@@ -221,7 +226,9 @@ func (d *Deliverer) Pending() int {
 }
 
 // Run delivers until ctx ends, then returns nil once its workers stopped. Events not yet
-// delivered stay in the stream or in KV for the next Run.
+// delivered stay in the stream or in KV for the next Run. Of several Deliverers on one
+// NATS (several daemons), one delivers at a time: it holds a lease in the bucket; the
+// others stand by and take over when the lease runs out.
 func (d *Deliverer) Run(ctx context.Context) error {
 	kv, err := d.cfg.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: d.cfg.Bucket,
 		Description: "invokeari status callbacks waiting for a retry", Storage: jetstream.FileStorage,
@@ -230,10 +237,40 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		return fmt.Errorf("callbacks: bucket %s: %w", d.cfg.Bucket, err)
 	}
 	d.kv = kv
-	if err := d.load(ctx); err != nil {
+	l := &lease{kv: kv, owner: newOwner(), ttl: d.cfg.LeaseTTL}
+	for {
+		if err := l.acquire(ctx); err != nil {
+			return nil // ctx ended
+		}
+		err := d.lead(ctx, l)
+		if ctx.Err() != nil {
+			l.release()
+			return nil
+		}
+		d.log.Warn("callbacks: stopped delivering; standing by", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second): // before competing for the lease again
+		}
+	}
+}
+
+// lead delivers while this Deliverer holds the lease.
+func (d *Deliverer) lead(ctx context.Context, l *lease) error {
+	lctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { cancel(l.keep(lctx)) })
+
+	d.mu.Lock()
+	d.calls, d.ready, d.due = make(map[string]*callQ), nil, nil
+	d.mu.Unlock()
+	if err := d.load(lctx); err != nil {
 		return err
 	}
-	cons, err := d.consumer(ctx)
+	cons, err := d.consumer(lctx)
 	if err != nil {
 		return err
 	}
@@ -241,33 +278,119 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("callbacks: consume: %w", err)
 	}
-	stop := context.AfterFunc(ctx, it.Stop)
+	stop := context.AfterFunc(lctx, it.Stop)
 	defer stop()
 
-	wctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
 	for range d.cfg.Workers {
-		wg.Go(func() { d.worker(wctx) })
+		wg.Go(func() { d.worker(lctx) })
 	}
-	wg.Go(func() { d.scheduler(wctx) })
+	wg.Go(func() { d.scheduler(lctx) })
+	d.log.Info("callbacks: delivering", "workers", d.cfg.Workers)
 	for {
 		m, err := it.Next()
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || lctx.Err() != nil {
 				break
 			}
 			d.log.Warn("callbacks: consumer", "err", err) // e.g. missed heartbeats while NATS restarts
 			continue
 		}
-		d.accept(wctx, m)
+		d.accept(lctx, m)
 	}
 	it.Stop()
-	cancel()
-	wg.Wait()
-	if ctx.Err() == nil {
-		return errors.New("callbacks: the consumer stopped")
+	if err := context.Cause(lctx); err != nil {
+		cancel(nil)
+		return err
 	}
-	return nil
+	cancel(nil)
+	return errors.New("the consumer stopped (deleted by another daemon?)")
+}
+
+// leaseKey is the bucket key of the delivery lease (not a call id: it has a dot).
+const leaseKey = "lease.deliverer"
+
+// lease is the right to deliver, held in KV by one Deliverer and renewed every ttl/3.
+type lease struct {
+	kv    jetstream.KeyValue
+	owner string
+	ttl   time.Duration
+	rev   uint64
+}
+
+type leaseRecord struct {
+	Owner string    `json:"owner"`
+	Until time.Time `json:"until"`
+}
+
+func newOwner() string {
+	return fmt.Sprintf("%x", rand.Uint64())
+}
+
+// acquire waits until this owner holds the lease (free, expired or already its own).
+func (l *lease) acquire(ctx context.Context) error {
+	for {
+		if err := l.try(ctx); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(l.ttl / 3):
+		}
+	}
+}
+
+var errLeaseHeld = errors.New("lease held by another deliverer")
+
+// try takes or renews the lease once, with compare-and-set on the record's revision.
+func (l *lease) try(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, l.ttl/3)
+	defer cancel()
+	data, _ := json.Marshal(leaseRecord{Owner: l.owner, Until: time.Now().Add(l.ttl)})
+	e, err := l.kv.Get(ctx, leaseKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		l.rev, err = l.kv.Create(ctx, leaseKey, data)
+		return err
+	case err != nil:
+		return err
+	}
+	var cur leaseRecord
+	_ = json.Unmarshal(e.Value(), &cur)
+	if cur.Owner != l.owner && time.Now().Before(cur.Until) {
+		return errLeaseHeld
+	}
+	l.rev, err = l.kv.Update(ctx, leaseKey, data, e.Revision())
+	return err
+}
+
+// release gives the lease up at a clean stop, so a successor need not wait it out.
+func (l *lease) release() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = l.kv.Delete(ctx, leaseKey, jetstream.LastRevision(l.rev))
+}
+
+// keep renews the lease until ctx ends (nil) or it is lost: taken by another, or not
+// renewed within its ttl (NATS away); then it returns why.
+func (l *lease) keep(ctx context.Context) error {
+	renewed := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(l.ttl / 3):
+		}
+		err := l.try(ctx)
+		switch {
+		case err == nil:
+			renewed = time.Now()
+		case errors.Is(err, errLeaseHeld):
+			return err
+		case time.Since(renewed) > l.ttl*2/3:
+			return fmt.Errorf("lease not renewed for %s: %w", time.Since(renewed).Round(time.Millisecond), err)
+		}
+	}
 }
 
 // consumer re-creates the durable consumer at its ack floor, so the previous run's
@@ -312,6 +435,9 @@ func (d *Deliverer) load(ctx context.Context) error {
 	}
 	n := 0
 	for k := range keys.Keys() {
+		if k == leaseKey {
+			continue
+		}
 		e, err := d.kv.Get(ctx, k)
 		if err != nil {
 			if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -366,6 +492,7 @@ func (d *Deliverer) accept(ctx context.Context, m jetstream.Msg) {
 		_ = m.Ack()
 		return
 	}
+	d.log.Debug("callbacks: event", "event_id", events.MsgID(ev.ID, ev.Seq))
 	stored := time.Now()
 	if md, err := m.Metadata(); err == nil {
 		stored = md.Timestamp
@@ -396,8 +523,14 @@ func (d *Deliverer) accept(ctx context.Context, m jetstream.Msg) {
 	it := &item{Seq: ev.Seq, EventID: events.MsgID(ev.ID, ev.Seq), Body: m.Data(), Stored: stored, msg: m}
 	q.items = slices.Insert(q.items, i, it)
 	persisted := q.persisted
-	if !persisted && !q.busy && i == 0 {
-		d.enqueueLocked(q)
+	if !q.busy {
+		// Idle: try the head now if it is due, else make sure its retry is scheduled.
+		if head := q.items[0]; !head.NextAt.After(time.Now()) {
+			d.enqueueLocked(q)
+		} else if !q.nextAt.Equal(head.NextAt) {
+			q.nextAt = head.NextAt
+			d.scheduleLocked(q)
+		}
 	}
 	d.mu.Unlock()
 	if persisted {
@@ -474,7 +607,7 @@ func (d *Deliverer) deliverHead(ctx context.Context, q *callQ) {
 	began := time.Now()
 	status, _, err := d.cfg.Sender.Post(ctx, key, url, head.EventID, head.Body)
 	took := time.Since(began)
-	if ctx.Err() != nil {
+	if err != nil && ctx.Err() != nil {
 		d.mu.Lock()
 		q.busy = false // stopping: the next Run tries again
 		d.mu.Unlock()
@@ -493,6 +626,7 @@ func (d *Deliverer) deliverHead(ctx context.Context, q *callQ) {
 	if h := d.cfg.Hooks.Attempt; h != nil {
 		h(result, took)
 	}
+	d.log.Debug("callbacks: attempt", "event_id", head.EventID, "result", result, "status", status, "err", err)
 
 	var acks []jetstream.Msg
 	var failed []FailedDelivery

@@ -272,3 +272,27 @@ func countSeqs(m map[string][]uint64) int {
 	}
 	return n
 }
+
+// TestExampleConfigWebhooks: the example config, with its secrets present, loads and
+// validates, and its webhooks block reaches the key.
+func TestExampleConfigWebhooks(t *testing.T) {
+	c, err := loadConfig("../../configs/invokeari.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.applyDefaults()
+	if err := c.resolveSecrets(func(string) string { return "from-env" }); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	w := c.Keys[0].Webhooks
+	if string(w.Secret) != "from-env" || len(w.Allow) == 0 || c.Callbacks.GiveUpAfter != 24*time.Hour {
+		t.Errorf("webhooks %+v, callbacks %+v", w, c.Callbacks)
+	}
+	c.Keys[0].Webhooks.SecretEnv = "UNSET"
+	if err := c.resolveSecrets(func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "keys[0].webhooks.secret_env") {
+		t.Errorf("empty secret env: %v", err)
+	}
+}

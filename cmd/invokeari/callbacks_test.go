@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -294,5 +295,31 @@ func TestExampleConfigWebhooks(t *testing.T) {
 	c.Keys[0].Webhooks.SecretEnv = "UNSET"
 	if err := c.resolveSecrets(func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "keys[0].webhooks.secret_env") {
 		t.Errorf("empty secret env: %v", err)
+	}
+}
+
+// TestCLICallCallback: `invokeari call -callback URL -callback-events …` over both doors
+// gets the asked-for events POSTed to the receiver.
+func TestCLICallCallback(t *testing.T) {
+	rcv := newHookReceiver(t)
+	e := startEnvWith(t, envOptions{keyExtra: hookKeyYAML(t)})
+	for _, via := range []string{"http", "nats"} {
+		id := "cli-cb-" + via
+		out := &syncBuffer{}
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		err := runCall(ctx, []string{"-via", via, "-nats", e.nats.URL, "-url", e.base + "/v2/invokeARI", "-key", testAPIKey,
+			"-d", "PJSIP/answer", "-wait", "end", "-id", id, "-callback", rcv.srv.URL + "/cb", "-callback-events", "answered,ended"},
+			out, func(string) string { return "" })
+		cancel()
+		if err != nil {
+			t.Fatalf("call via %s: %v\n%s", via, err, out)
+		}
+		rcv.wait(20*time.Second, id+" answered and ended", func() bool { return len(rcv.got[id]) >= 2 })
+		rcv.mu.Lock()
+		got := rcv.got[id]
+		if len(got) != 2 || got[0].Event != events.KindAnswered || got[1].Event != events.Ended {
+			t.Errorf("%s: receiver got %d events %v; want answered, ended", id, len(got), got)
+		}
+		rcv.mu.Unlock()
 	}
 }

@@ -34,7 +34,7 @@ type CallbacksConfig struct {
 	// Disabled turns delivery off in this daemon. Per-call order needs one deliverer:
 	// with several daemons on one NATS, leave it on in exactly one.
 	Disabled    bool          `yaml:"disabled"`
-	Workers     int           `yaml:"workers"`       // POSTs in flight at most (default 64)
+	Workers     int           `yaml:"workers"`       // POSTs in flight at most (default 128)
 	Timeout     time.Duration `yaml:"timeout"`       // per POST (default 5s)
 	MinBackoff  time.Duration `yaml:"min_backoff"`   // first retry delay, doubling (default 1s)
 	MaxBackoff  time.Duration `yaml:"max_backoff"`   // longest delay between tries (default 1h)

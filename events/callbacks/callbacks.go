@@ -47,7 +47,7 @@ import (
 const (
 	DefaultConsumer    = "invokeari-callbacks"
 	DefaultBucket      = "INVOKEARI_CALLBACKS"
-	DefaultWorkers     = 64
+	DefaultWorkers     = 128
 	DefaultMinBackoff  = time.Second
 	DefaultMaxBackoff  = time.Hour
 	DefaultGiveUpAfter = 24 * time.Hour

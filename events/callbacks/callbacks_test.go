@@ -27,7 +27,7 @@ var testSecret = []byte("test-webhook-secret")
 
 // receiver is a real HTTP receiver that verifies signatures and answers as told.
 type receiver struct {
-	t   *testing.T
+	t   testing.TB
 	srv *httptest.Server
 	// mode picks the answer for a request: "ok", "500", "410", "close", "slow".
 	mode atomic.Pointer[func(ev events.Event) string]
@@ -41,7 +41,7 @@ type receiver struct {
 	delivered int
 }
 
-func newReceiver(t *testing.T) *receiver {
+func newReceiver(t testing.TB) *receiver {
 	r := &receiver{t: t, got: map[string][]uint64{}, tries: map[string]int{}, changed: make(chan struct{})}
 	r.setMode(func(events.Event) string { return "ok" })
 	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
@@ -161,14 +161,14 @@ func (r *receiver) checkOrder() (dups int) {
 
 // world is NATS with the stream, a publisher of events, and a way to run Deliverers.
 type world struct {
-	t    *testing.T
+	t    testing.TB
 	ns   *natstest.Server
 	nc   *nats.Conn
 	js   jetstream.JetStream
 	recv *receiver
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	w := &world{t: t, ns: natstest.Start(t), recv: newReceiver(t)}
 	w.nc, w.js = w.ns.Connect(t)

@@ -87,7 +87,7 @@ func (s *Sender) client(key string, allow *AllowList) *http.Client {
 		DialContext:           dialer.DialContext,
 		TLSHandshakeTimeout:   s.cfg.Timeout,
 		ResponseHeaderTimeout: s.cfg.Timeout,
-		MaxIdleConnsPerHost:   64,
+		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
 		ForceAttemptHTTP2:     true,
 	}

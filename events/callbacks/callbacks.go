@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/url"
 	"slices"
 	"sync"
 	"time"
@@ -129,8 +130,10 @@ type Deliverer struct {
 	calls map[string]*callQ
 	ready []*callQ // calls whose head is due, waiting for a worker
 	due   dueHeap  // calls waiting for a retry, earliest first
-	wake  chan struct{}
-	timer chan struct{} // a retry was scheduled; the scheduler recomputes
+	// circuits by key and receiver origin
+	circuits map[string]*circuit
+	wake     chan struct{}
+	timer    chan struct{} // a retry was scheduled; the scheduler recomputes
 }
 
 // callQ is one call's delivery queue and state; guarded by Deliverer.mu except kvMu.
@@ -265,7 +268,7 @@ func (d *Deliverer) lead(ctx context.Context, l *lease) error {
 	wg.Go(func() { cancel(l.keep(lctx)) })
 
 	d.mu.Lock()
-	d.calls, d.ready, d.due = make(map[string]*callQ), nil, nil
+	d.calls, d.ready, d.due, d.circuits = make(map[string]*callQ), nil, nil, make(map[string]*circuit)
 	d.mu.Unlock()
 	if err := d.load(lctx); err != nil {
 		return err
@@ -602,6 +605,26 @@ func (d *Deliverer) deliverHead(ctx context.Context, q *callQ) {
 	}
 	head := q.items[0]
 	key, url := q.key, q.url
+	c := d.circuitLocked(key, url)
+	if now := time.Now(); c.open(now) && now.Before(head.Stored.Add(d.cfg.GiveUpAfter)) {
+		// The receiver is failing: no try until its circuit lets one probe through; the
+		// event waits in KV, using no worker and holding no stream message.
+		wait := now.Add(d.cfg.MinBackoff) // a probe in flight: look again later
+		if c.openUntil.After(wait) {
+			wait = c.openUntil
+		}
+		head.NextAt = wait.Add(rand.N(d.cfg.MinBackoff/2 + 1))
+		q.nextAt, q.busy = head.NextAt, false
+		q.state.LastError = c.lastErr
+		d.scheduleLocked(q)
+		unstored := slices.ContainsFunc(q.items, func(it *item) bool { return it.msg != nil })
+		d.mu.Unlock()
+		if unstored {
+			d.persist(ctx, q) // then its messages are acknowledged
+		}
+		return
+	}
+	c.probing = c.fails >= circuitAfter
 	d.mu.Unlock()
 
 	began := time.Now()
@@ -631,6 +654,19 @@ func (d *Deliverer) deliverHead(ctx context.Context, q *callQ) {
 	var acks []jetstream.Msg
 	var failed []FailedDelivery
 	d.mu.Lock()
+	c.probing = false
+	if result == "retry" {
+		c.fails++
+		c.lastErr = fmt.Sprintf("HTTP %d", status)
+		if err != nil {
+			c.lastErr = err.Error()
+		}
+		if c.fails >= circuitAfter {
+			c.openUntil = now.Add(d.backoff(c.fails - circuitAfter + 1))
+		}
+	} else {
+		c.fails, c.openUntil = 0, time.Time{}
+	}
 	q.state.Attempts++
 	q.touched = now
 	head.Attempts++
@@ -699,6 +735,40 @@ func (d *Deliverer) deliverHead(ctx context.Context, q *callQ) {
 			_ = m.Ack()
 		}
 	}
+}
+
+// circuitAfter consecutive failed tries to one receiver open its circuit.
+const circuitAfter = 5
+
+// circuit is the health of one receiver (a key's URL origin): after circuitAfter failed
+// tries in a row, its calls wait instead of each trying (and holding a worker for up to
+// the timeout), and one probe at a time goes through when the circuit's backoff ends.
+// Guarded by Deliverer.mu.
+type circuit struct {
+	fails     int
+	openUntil time.Time
+	probing   bool
+	lastErr   string
+}
+
+// open reports whether tries to this receiver must wait now.
+func (c *circuit) open(now time.Time) bool {
+	return c.fails >= circuitAfter && (now.Before(c.openUntil) || c.probing)
+}
+
+// circuitLocked is the circuit of key's receiver at rawURL (by origin); d.mu held.
+func (d *Deliverer) circuitLocked(key, rawURL string) *circuit {
+	origin := rawURL
+	if u, err := url.Parse(rawURL); err == nil {
+		origin = u.Scheme + "://" + u.Host
+	}
+	k := key + " " + origin
+	c := d.circuits[k]
+	if c == nil {
+		c = &circuit{}
+		d.circuits[k] = c
+	}
+	return c
 }
 
 // popLocked removes q's head, advances through, and returns its unacked message (nil if

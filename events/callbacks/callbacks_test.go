@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -301,7 +302,7 @@ func TestReceiverOutage(t *testing.T) {
 	r := w.start(nil)
 	want := w.publishCalls("out", 20)
 	deadline := time.Now().Add(20 * time.Second)
-	for failures.Load() < 60 && time.Now().Before(deadline) {
+	for failures.Load() < 20 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond) // waiting for the outage to be felt; bounded
 	}
 	st, _ := r.d.State("out003")
@@ -372,10 +373,11 @@ func TestRestartAndNATSRestart(t *testing.T) {
 	w.recv.setMode(func(events.Event) string { fails.Add(1); return "500" })
 	r := w.start(nil)
 	want := w.publishCalls("rs", 15)
-	waitCond(t, 20*time.Second, "outage felt", func() bool { return fails.Load() > 40 })
+	waitCond(t, 20*time.Second, "outage felt", func() bool { return fails.Load() > 15 })
 	r.stop()
 	r2 := w.start(nil)
-	waitCond(t, 20*time.Second, "restored queues retried", func() bool { return fails.Load() > 80 })
+	n := fails.Load()
+	waitCond(t, 20*time.Second, "restored queues retried", func() bool { return fails.Load() > n+5 })
 	w.recv.setMode(func(events.Event) string { return "ok" })
 	w.recv.waitDelivered(want, 30*time.Second)
 
@@ -423,4 +425,58 @@ func waitCond(t *testing.T, limit time.Duration, what string, ok func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond) // polling pace; bounded by the deadline
 	}
+}
+
+// TestFailingReceiverIsolated: a receiver that hangs until the sender's timeout opens
+// its circuit: its calls wait in KV instead of each holding a worker, other receivers'
+// calls are delivered meanwhile, and once it recovers everything arrives in order.
+func TestFailingReceiverIsolated(t *testing.T) {
+	w := newWorld(t)
+	var deadDown atomic.Bool
+	deadDown.Store(true)
+	w.recv.setMode(func(ev events.Event) string {
+		if deadDown.Load() && strings.HasPrefix(ev.ID, "dead") {
+			return "slow"
+		}
+		return "ok"
+	})
+	// The dead receiver is another origin: a second listener in front of the same handler.
+	dead := httptest.NewServer(w.recv.srv.Config.Handler)
+	t.Cleanup(dead.Close)
+	r := w.start(func(c *Config) { c.Workers = 4; c.MinBackoff = 200 * time.Millisecond })
+	wantDead := map[string][]uint64{}
+	for i := range 30 {
+		id := fmt.Sprintf("dead%02d", i)
+		w.publish(id, 1, events.Ended, dead.URL+"/cb", "ended")
+		wantDead[id] = []uint64{1}
+	}
+	wantLive := map[string][]uint64{}
+	began := time.Now()
+	for i := range 30 {
+		id := fmt.Sprintf("live%02d", i)
+		w.publish(id, 1, events.Ended, w.recv.srv.URL+"/cb", "ended")
+		wantLive[id] = []uint64{1}
+	}
+	w.recv.waitDelivered(wantLive, 10*time.Second)
+	took := time.Since(began)
+	w.recv.mu.Lock()
+	deadTries := 0
+	for id := range wantDead {
+		deadTries += w.recv.tries[id+".1"]
+	}
+	w.recv.mu.Unlock()
+	// Without the circuit, 30 calls × a 1 s timeout on 4 workers would hold the live
+	// calls back for about 7 s; with it, a handful of tries open the circuit.
+	if deadTries > 10 {
+		t.Errorf("%d tries to the failing receiver before the healthy one's calls were delivered (in %s); want at most 10",
+			deadTries, took)
+	}
+	st, _ := r.d.State("dead29")
+	if st.Pending != 1 || st.LastError == "" {
+		t.Errorf("State(dead29) while its receiver fails = %+v; want 1 pending with the receiver's error", st)
+	}
+	deadDown.Store(false)
+	w.recv.waitDelivered(wantDead, 30*time.Second)
+	w.recv.checkOrder()
+	t.Logf("healthy receiver's 30 calls delivered in %s, with %d tries to the failing one meanwhile", took.Round(time.Millisecond), deadTries)
 }

@@ -13,7 +13,10 @@
 // next try) is written to the KV bucket INVOKEARI_CALLBACKS under the call id and only
 // then are its messages acknowledged: retries for up to 24 h never hold JetStream
 // messages, so a receiver that is down blocks nobody else, and a restart reloads them.
-// Later events of a call with a queue in KV join that record. At start the consumer is
+// Later events of a call with a queue in KV join that record. A receiver (key and URL
+// origin) that failed 5 tries in a row has its circuit opened: its calls wait in KV and
+// one probe at a time goes through after a backoff, so a dead or hanging receiver holds
+// no workers and delays no other receiver. At start the consumer is
 // re-created at its ack floor, so whatever the previous run had in flight is redelivered
 // at once and ahead of newer events; what the previous run already delivered is
 // recognised by the record's delivered-through sequence, or else sent again

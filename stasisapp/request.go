@@ -4,7 +4,6 @@
 package stasisapp
 
 import (
-	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
@@ -38,6 +37,10 @@ type Request struct {
 	Wait      Wait
 	Key       string // API key name (not the key)
 	Door      string // "http" or "nats"
+	// Callback is the status callback URL ("" for none) and CallbackEvents the event
+	// kinds POSTed to it (SPEC §8); both are published in the events' request.
+	Callback       string   `json:",omitempty"`
+	CallbackEvents []string `json:",omitempty"`
 	// Release, when set, is called exactly once: when the call has ended, or when it was
 	// refused before anything reached Asterisk. Front doors use it to free admission slots.
 	Release func() `json:"-"`
@@ -46,20 +49,12 @@ type Request struct {
 	// It holds secrets: it is never persisted (the Request JSON is stored), published
 	// or logged, so a restarted daemon cannot follow such a call (it ends unknown).
 	Dynamic *DynamicServer `json:"-"`
-	// Callback is the status callback URL ("" for none) and CallbackEvents the event
-	// kinds POSTed to it (SPEC §8); both are published in the events' request.
-	Callback       string   `json:",omitempty"`
-	CallbackEvents []string `json:",omitempty"`
-	// Webhook is set when e was an absolute http(s) URL (SPEC §9): the answered call is
-	// driven by that URL and Extension is empty. WebhookFallback is the key's
-	// fallback for a failing webhook (empty: hang up).
-	Webhook         string          `json:",omitempty"`
-	WebhookFallback WebhookFallback `json:",omitzero"`
-}
-
-// WebhookFallback is where a webhook-driven call goes when its webhook fails.
-type WebhookFallback struct {
-	Context, Extension string
+	// Webhook, when set, is the call's webhook (the request's e was a URL, SPEC §9): the
+	// answered call stays in our Stasis app and the webhook's actions drive it.
+	Webhook string
+	// WebhookFallback is where a webhook-driven call goes when its webhook fails (the
+	// key's webhooks.fallback); empty: the call is hung up.
+	WebhookFallback struct{ Context, Extension string }
 }
 
 // DynamicServer is an Asterisk a request named by URL with its own ARI credentials.
@@ -102,7 +97,7 @@ func (r Request) EventRequest() *events.Request {
 	return &events.Request{
 		Destination:    r.Endpoint,
 		Context:        r.Context,
-		Extension:      cmp.Or(r.Extension, r.Webhook),
+		Extension:      r.Extension,
 		TimeoutSec:     int(r.Timeout / time.Second),
 		CallerID:       r.CallerID,
 		Variables:      r.Variables,

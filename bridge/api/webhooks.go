@@ -122,7 +122,7 @@ func (k *keyPolicy) callbacks(req *stasisapp.Request, f Fields) *Error {
 		}
 		req.Webhook = f.E
 		req.Extension = ""
-		req.WebhookFallback = stasisapp.WebhookFallback(k.Webhooks.Fallback)
+		req.WebhookFallback = struct{ Context, Extension string }(k.Webhooks.Fallback)
 	}
 	cb := f.Callback
 	if cb != "" {

@@ -4,8 +4,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/invokeari/invokeari/stasisapp"
 )
 
 const hooksKey = "hooks-key-0123456789"
@@ -94,9 +92,9 @@ func TestBuildCallbacks(t *testing.T) {
 			t.Errorf("%s: callback %q %v, webhook %q, extension %q; want %q %v, %q, %q", tt.name,
 				req.Callback, req.CallbackEvents, req.Webhook, req.Extension, tt.callback, tt.events, tt.webhook, tt.extension)
 		}
-		wantFB := stasisapp.WebhookFallback{}
+		var wantFB struct{ Context, Extension string }
 		if tt.webhook != "" {
-			wantFB = stasisapp.WebhookFallback{Context: "fb", Extension: "s"}
+			wantFB.Context, wantFB.Extension = "fb", "s"
 		}
 		if req.WebhookFallback != wantFB {
 			t.Errorf("%s: fallback %+v; want %+v", tt.name, req.WebhookFallback, wantFB)

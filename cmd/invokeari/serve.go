@@ -275,6 +275,10 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	if err != nil {
 		return err
 	}
+	// Signed outgoing POSTs under each key's webhooks policy: status callbacks and the
+	// webhooks of webhook-driven calls.
+	d.sender = webhook.NewSender(webhook.SenderConfig{Secret: gate.WebhookSecret, Allow: gate.WebhookAllow,
+		Timeout: cfg.Callbacks.Timeout, Logger: log.With("component", "webhook")})
 	var dynamic *stasisapp.DynamicConfig
 	if cfg.DynamicServers.Enabled {
 		dynamic, err = dynamicServers(cfg, log)
@@ -289,8 +293,6 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	}
 	ready := &readiness{app: app, nc: nc, demo: demo}
 	m.register(app, pub, clients)
-	d.sender = webhook.NewSender(webhook.SenderConfig{Secret: gate.WebhookSecret, Allow: gate.WebhookAllow,
-		Timeout: cfg.Callbacks.Timeout, Logger: log.With("component", "webhook")})
 	if !cfg.Callbacks.Disabled {
 		cb := cfg.Callbacks
 		d.callbacks = callbacks.New(callbacks.Config{JS: js, Sender: d.sender, Workers: cb.Workers,

@@ -264,10 +264,10 @@ func (d *Deliverer) Run(ctx context.Context) error {
 
 // lead delivers while this Deliverer holds the lease.
 func (d *Deliverer) lead(ctx context.Context, l *lease) error {
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel below: every goroutine of this lead has stopped
 	lctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	wg.Go(func() { cancel(l.keep(lctx)) })
 
 	d.mu.Lock()

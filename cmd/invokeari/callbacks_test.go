@@ -177,8 +177,9 @@ func TestCallbacksEndToEnd(t *testing.T) {
 }
 
 // TestCallbacksSurviveSIGKILL: the receiver is down while calls end, the daemon is
-// SIGKILLed with deliveries pending, a new daemon starts, the receiver recovers: every
-// asked-for event arrives, in order per call, with the stream's event ids.
+// SIGKILLed with deliveries pending, a new daemon starts and retries, NATS restarts, the
+// receiver recovers: every asked-for event arrives, in order per call, with the stream's
+// event ids.
 func TestCallbacksSurviveSIGKILL(t *testing.T) {
 	rcv := newHookReceiver(t)
 	rcv.down.Store(true)
@@ -213,6 +214,10 @@ func TestCallbacksSurviveSIGKILL(t *testing.T) {
 	e.current().kill() // SIGKILL
 	e.startDaemon()
 	e.watch.waitCount(t, events.Ended, n, 30*time.Second)
+	refused := func() int { rcv.mu.Lock(); defer rcv.mu.Unlock(); return rcv.refused }
+	before := refused()
+	rcv.wait(30*time.Second, "the new daemon retrying", func() bool { return rcv.refused > before })
+	e.nats.Restart(t) // and NATS restarts while deliveries are pending
 	rcv.down.Store(false)
 
 	// What must arrive: every stream event of the asked-for kinds.

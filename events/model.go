@@ -93,6 +93,10 @@ type Request struct {
 	Server      string            `json:"ari,omitempty"` // configured server name
 	Wait        string            `json:"wait"`
 	Door        string            `json:"door,omitempty"` // http or nats
+	// Callback is the status callback URL and CallbackEvents the kinds sent to it
+	// (initiated, ringing, answered, ended); events/callbacks delivers from these.
+	Callback       string   `json:"callback,omitempty"`
+	CallbackEvents []string `json:"callback_events,omitempty"`
 }
 
 // Event is published on invokeari.calls.<id>.<event> (SPEC §3).

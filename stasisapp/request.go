@@ -37,6 +37,10 @@ type Request struct {
 	Wait      Wait
 	Key       string // API key name (not the key)
 	Door      string // "http" or "nats"
+	// Callback is the status callback URL ("" for none) and CallbackEvents the event
+	// kinds POSTed to it (SPEC §8); both are published in the events' request.
+	Callback       string   `json:",omitempty"`
+	CallbackEvents []string `json:",omitempty"`
 	// Release, when set, is called exactly once: when the call has ended, or when it was
 	// refused before anything reached Asterisk. Front doors use it to free admission slots.
 	Release func() `json:"-"`
@@ -91,14 +95,16 @@ func IsDynamicName(name string) bool {
 // EventRequest is the request as carried in published events (no secrets).
 func (r Request) EventRequest() *events.Request {
 	return &events.Request{
-		Destination: r.Endpoint,
-		Context:     r.Context,
-		Extension:   r.Extension,
-		TimeoutSec:  int(r.Timeout / time.Second),
-		CallerID:    r.CallerID,
-		Variables:   r.Variables,
-		Server:      r.Server,
-		Wait:        string(r.Wait),
-		Door:        r.Door,
+		Destination:    r.Endpoint,
+		Context:        r.Context,
+		Extension:      r.Extension,
+		TimeoutSec:     int(r.Timeout / time.Second),
+		CallerID:       r.CallerID,
+		Variables:      r.Variables,
+		Server:         r.Server,
+		Wait:           string(r.Wait),
+		Door:           r.Door,
+		Callback:       r.Callback,
+		CallbackEvents: r.CallbackEvents,
 	}
 }

@@ -82,6 +82,14 @@ func fingerprint(r Request) string {
 		w(k)
 		w(r.Variables[k])
 	}
+	// Added after the fields above, and only when set, so fingerprints recorded by an
+	// older daemon still match requests without them.
+	for _, extra := range [][2]string{{"webhook", r.Webhook}, {"callback", r.Callback},
+		{"callback_events", strings.Join(r.CallbackEvents, ",")}} {
+		if extra[1] != "" {
+			w(extra[0] + "=" + extra[1])
+		}
+	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 

@@ -64,6 +64,8 @@ type Key struct {
 	Rate string `yaml:"rate"`
 	// MaxConcurrent caps this key's calls admitted and not yet ended; 0 means no cap.
 	MaxConcurrent int `yaml:"max_concurrent"`
+	// Webhooks is the key's policy for status callbacks and webhook URLs in e.
+	Webhooks Webhooks `yaml:"webhooks"`
 }
 
 // Patterns are allow and deny globs over a whole destination (`PJSIP/6*`,
@@ -181,6 +183,7 @@ func (c Config) Validate() error {
 		if k.MaxConcurrent < 0 {
 			bad(f+".max_concurrent", "must be >= 0")
 		}
+		k.Webhooks.validate(f, k.Contexts, bad)
 	}
 	if c.Defaults.Timeout != 0 && !validTimeout(c.Defaults.Timeout) {
 		bad("defaults.timeout", "must be whole seconds from %ds to %ds", MinTimeoutSec, MaxTimeoutSec)

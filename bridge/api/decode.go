@@ -21,6 +21,9 @@ const MaxBody = 64 << 10
 // strings. An empty string means absent. Fields is not validated: Gate.Build does that.
 type Fields struct {
 	D, C, E, T, I, V, Ari, AriUser, AriPass, Wait, ID string
+	// Callback and CallbackEvents are the status callback URL and its comma-separated
+	// event kinds (SPEC §2, §8).
+	Callback, CallbackEvents string
 }
 
 // fieldPtr returns the Fields member for a wire field name, or nil for an unknown name.
@@ -49,6 +52,10 @@ func (f *Fields) fieldPtr(name string) *string {
 		return &f.Wait
 	case "id":
 		return &f.ID
+	case "callback":
+		return &f.Callback
+	case "callback_events":
+		return &f.CallbackEvents
 	}
 	return nil
 }

@@ -32,6 +32,7 @@ const (
 	CodeServerDenied         = "server_not_allowed"
 	CodeTimeoutDenied        = "timeout_not_allowed"
 	CodeBadARICredentials    = "bad_ari_credentials"
+	CodeWebhookDenied        = "webhook_not_allowed"  // 403 callback or e URL not allowed for the key
 	CodeIdempotencyConflict  = "idempotency_conflict" // 409
 	CodeRateLimited          = "rate_limited"         // 429 per-key rate
 	CodeTooManyConcurrent    = "too_many_concurrent"  // 429 per-key max_concurrent

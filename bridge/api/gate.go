@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/invokeari/invokeari/events/webhook"
 	"github.com/invokeari/invokeari/stasisapp"
 )
 
@@ -28,7 +29,8 @@ type Gate struct {
 	byName   map[string]*server
 	byURL    map[string]*server
 	keys     []*keyPolicy
-	techs    map[string]string // lower-case name → canonical spelling
+	byKey    map[string]*keyPolicy // by key name
+	techs    map[string]string     // lower-case name → canonical spelling
 	defaults Defaults
 	dynamic  *DynamicPolicy // never nil after NewGate; disabled unless configured
 
@@ -49,7 +51,8 @@ type keyPolicy struct {
 	Key
 	hash    [32]byte
 	limiter *rate.Limiter // nil: no rate limit
-	active  int           // admitted, not yet released; guarded by Gate.mu
+	allow   *webhook.AllowList
+	active  int // admitted, not yet released; guarded by Gate.mu
 }
 
 // Principal is an authenticated API key. It is only made by Gate.Authenticate.
@@ -66,6 +69,7 @@ func NewGate(cfg Config) (*Gate, error) {
 	g := &Gate{
 		byName:      make(map[string]*server),
 		byURL:       make(map[string]*server),
+		byKey:       make(map[string]*keyPolicy),
 		techs:       make(map[string]string),
 		defaults:    cfg.Defaults,
 		now:         time.Now,
@@ -109,7 +113,9 @@ func NewGate(cfg Config) (*Gate, error) {
 		if lim, burst, _ := parseRate(k.Rate); lim != rate.Inf {
 			kp.limiter = rate.NewLimiter(lim, burst)
 		}
+		kp.allow, _ = webhook.ParseAllowList(k.Webhooks.Allow) // checked by Validate
 		g.keys = append(g.keys, kp)
+		g.byKey[k.Name] = kp
 	}
 	return g, nil
 }
@@ -164,6 +170,10 @@ func (g *Gate) Build(p *Principal, f Fields) (stasisapp.Request, *Error) {
 	switch {
 	case f.E == "":
 		return req, newError(http.StatusBadRequest, CodeMissingField, "e", "e (extension) is required")
+	case isURL(f.E):
+		if e := checkText("e", f.E, webhook.MaxURL); e != nil {
+			return req, e
+		}
 	case len(f.E) > MaxExtension || !reExtension.MatchString(f.E):
 		return req, badField("e", "e must be 1-%d of [0-9A-Za-z*#+_.!-]", MaxExtension)
 	}
@@ -212,6 +222,15 @@ func (g *Gate) Build(p *Principal, f Fields) (stasisapp.Request, *Error) {
 	if len(f.AriUser) > MaxCredential || len(f.AriPass) > MaxCredential {
 		return req, badField("aripass", "ariuser/aripass longer than %d bytes", MaxCredential)
 	}
+	if e := checkText("callback", f.Callback, webhook.MaxURL); e != nil {
+		return req, e
+	}
+	if f.Callback != "" && !isURL(f.Callback) {
+		return req, badField("callback", "callback must be an absolute http:// or https:// URL")
+	}
+	if e := checkText("callback_events", f.CallbackEvents, 64); e != nil {
+		return req, e
+	}
 
 	// Policy.
 	if !allowed(k.Destinations, req.Endpoint) {
@@ -236,6 +255,9 @@ func (g *Gate) Build(p *Principal, f Fields) (stasisapp.Request, *Error) {
 			return req, forbidden(CodeVariableDenied, "v", "variable %s is not allowed for this key", v.Name)
 		}
 		req.Variables[v.Name] = v.Value
+	}
+	if e := k.callbacks(&req, f); e != nil {
+		return req, e
 	}
 	maxT := k.MaxTimeout
 	if maxT == 0 {

@@ -58,7 +58,7 @@ func runBench(ctx context.Context, args []string, out io.Writer) error {
 	recordings := fs.String("recordings", "testdata/ari/recordings", "ARI recordings (frames for the event pipeline)")
 	quick := fs.Bool("quick", false, "tiny run that checks the bench works (numbers mean nothing)")
 	profiles := fs.String("profiles", "", "write CPU profiles of each phase and heap profiles to this directory")
-	only := fs.String("only", "", "run only these phases (comma-separated: overhead,throughput,outcome,memory,pipeline)")
+	only := fs.String("only", "", "run only these phases (comma-separated: overhead,throughput,outcome,memory,pipeline,callbacks)")
 	exe := fs.String("sim-exe", "", "invokeari binary that runs the simulator (default: this executable)")
 	simChild := fs.Bool("sim-child", false, "internal: be the simulator process of a bench run")
 	simUser := fs.String("sim-user", "bench", "internal: simulator ARI user")
@@ -135,7 +135,7 @@ type bench struct {
 }
 
 // benchPhases are the phases in the order they run.
-var benchPhases = []string{"pipeline", "overhead", "throughput", "outcome", "memory", "kit"}
+var benchPhases = []string{"pipeline", "overhead", "throughput", "outcome", "memory", "callbacks", "kit"}
 
 func (b *bench) wants(phase string) bool { return len(b.only) == 0 || b.only[phase] }
 
@@ -173,7 +173,7 @@ func (b *bench) run(ctx context.Context, exe string) (err error) {
 			return err
 		}
 	}
-	if b.wants("overhead") || b.wants("throughput") || b.wants("outcome") || b.wants("memory") {
+	if b.wants("overhead") || b.wants("throughput") || b.wants("outcome") || b.wants("memory") || b.wants("callbacks") {
 		if err := b.daemonPhases(ctx, exe, dir, logs); err != nil {
 			return err
 		}
@@ -218,6 +218,7 @@ func (b *bench) daemonPhases(ctx context.Context, exe, dir string, logs io.Write
 		{"throughput", func() error { return b.throughput(ctx, e, direct, door, natsDoor) }},
 		{"outcome", func() error { return b.timeToOutcome(ctx, e, door) }},
 		{"memory", func() error { return b.memory(ctx, e, direct, door, js) }},
+		{"callbacks", func() error { return b.callbacks(ctx, e, door, nc, js) }},
 	}
 	for _, st := range steps {
 		if !b.wants(st.name) {

@@ -21,6 +21,7 @@ type benchEnv struct {
 	sim              *simProcess
 	simUser, simPass string
 	apiKey           string
+	webhookSecret    string // the bench key's callback signing secret
 	httpURL          string // http://127.0.0.1:port/v2/invokeARI
 	natsURL          string // the daemon's embedded NATS
 	d                *daemon
@@ -35,7 +36,8 @@ const benchPassEnv = "INVOKEARI_BENCH_ARI_PASSWORD"
 // startBenchEnv starts the simulator process (exe bench -sim-child) and the daemon, and
 // waits until the daemon's ARI link is up. Logs of both go to logs.
 func startBenchEnv(ctx context.Context, exe, dir string, logs io.Writer) (_ *benchEnv, err error) {
-	e := &benchEnv{dir: dir, simUser: "bench", simPass: randomHex(12), apiKey: "bench-" + randomHex(16), done: make(chan error, 1)}
+	e := &benchEnv{dir: dir, simUser: "bench", simPass: randomHex(12), apiKey: "bench-" + randomHex(16),
+		webhookSecret: randomHex(16), done: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			e.stop()
@@ -64,10 +66,11 @@ nats: {embedded: {listen: "127.0.0.1:0", store_dir: %q}, stream_max_age: 1h}
 keys:
   - name: bench
     sha256: %q
+    webhooks: {allow: ["127.0.0.1"], secret_env: %s}
 defaults: {timeout: 30s, wait: answer}
 limits: {max_in_flight: 250000, drain_timeout: 10s}
 log: {level: info}
-`, ariURL, user, benchPassEnv, filepath.Join(e.dir, "nats"), hex.EncodeToString(sum[:]))
+`, ariURL, user, benchPassEnv, filepath.Join(e.dir, "nats"), hex.EncodeToString(sum[:]), benchWebhookSecretEnv)
 	path := filepath.Join(e.dir, "invokeari-bench.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return err
@@ -75,7 +78,7 @@ log: {level: info}
 	dctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	started := make(chan string, 1)
-	env := map[string]string{benchPassEnv: pass}
+	env := map[string]string{benchPassEnv: pass, benchWebhookSecretEnv: e.webhookSecret}
 	go func() { // owned by benchEnv: ends when stop cancels dctx
 		e.done <- runDaemon(dctx, serveOptions{configPath: path, out: logs, getenv: func(k string) string { return env[k] },
 			ariDial: dial, started: func(addr string, d *daemon) { e.d = d; started <- addr }})

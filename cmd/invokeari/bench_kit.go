@@ -112,7 +112,7 @@ func (b *bench) kitSection(ctx context.Context, ctl []string, base int, dir stri
 			err = serr
 		}
 	}()
-	e := &benchEnv{dir: filepath.Join(dir, "kit"), apiKey: "bench-" + randomHex(16), done: make(chan error, 1)}
+	e := &benchEnv{dir: filepath.Join(dir, "kit"), apiKey: "bench-" + randomHex(16), webhookSecret: randomHex(16), done: make(chan error, 1)}
 	if err := os.MkdirAll(e.dir, 0o755); err != nil {
 		return err
 	}

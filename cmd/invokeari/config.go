@@ -26,6 +26,20 @@ type Config struct {
 	// DynamicServers (off by default) accepts allowed ARI URLs that are not configured,
 	// with the request's own ariuser/aripass.
 	DynamicServers api.DynamicServers `yaml:"dynamic_servers"`
+	// Callbacks tunes the delivery of status callbacks (keys' webhooks).
+	Callbacks CallbacksConfig `yaml:"callbacks"`
+}
+
+// CallbacksConfig tunes status callback delivery (SPEC §8). Zero values take the defaults.
+type CallbacksConfig struct {
+	// Disabled turns delivery off in this daemon. Per-call order needs one deliverer:
+	// with several daemons on one NATS, leave it on in exactly one.
+	Disabled    bool          `yaml:"disabled"`
+	Workers     int           `yaml:"workers"`       // POSTs in flight at most (default 128)
+	Timeout     time.Duration `yaml:"timeout"`       // per POST (default 5s)
+	MinBackoff  time.Duration `yaml:"min_backoff"`   // first retry delay, doubling (default 1s)
+	MaxBackoff  time.Duration `yaml:"max_backoff"`   // longest delay between tries (default 1h)
+	GiveUpAfter time.Duration `yaml:"give_up_after"` // then published on invokeari.callbacks.failed (default 24h)
 }
 
 // HTTPConfig is the HTTP front door's listener.
@@ -162,6 +176,28 @@ func (c *Config) resolveSecrets(getenv func(string) string) error {
 			errs = append(errs, fmt.Errorf("asterisk[%d]: password_env or password_file is required", i))
 		}
 	}
+	for i := range c.Keys {
+		w := &c.Keys[i].Webhooks
+		switch {
+		case w.SecretEnv != "" && w.SecretFile != "":
+			// Validate names it.
+		case w.SecretEnv != "":
+			w.Secret = []byte(getenv(w.SecretEnv))
+			if len(w.Secret) == 0 {
+				errs = append(errs, fmt.Errorf("keys[%d].webhooks.secret_env: environment variable %s is empty or unset", i, w.SecretEnv))
+			}
+		case w.SecretFile != "":
+			b, err := os.ReadFile(w.SecretFile)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("keys[%d].webhooks.secret_file: %w", i, err))
+				continue
+			}
+			w.Secret = []byte(strings.TrimRight(string(b), "\r\n"))
+			if len(w.Secret) == 0 {
+				errs = append(errs, fmt.Errorf("keys[%d].webhooks.secret_file: %s is empty", i, w.SecretFile))
+			}
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -214,6 +250,13 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("asterisk[%d].app: app %q used twice on the same Asterisk", i, a.App))
 		}
 		apps[key] = true
+	}
+	cb := c.Callbacks
+	if cb.Workers < 0 || cb.Timeout < 0 || cb.MinBackoff < 0 || cb.MaxBackoff < 0 || cb.GiveUpAfter < 0 {
+		errs = append(errs, errors.New("callbacks: workers, timeout, min_backoff, max_backoff and give_up_after must not be negative"))
+	}
+	if cb.MinBackoff > 0 && cb.MaxBackoff > 0 && cb.MinBackoff > cb.MaxBackoff {
+		errs = append(errs, errors.New("callbacks.min_backoff: must not exceed max_backoff"))
 	}
 	if c.Limits.DrainTimeout < 0 {
 		errs = append(errs, errors.New("limits.drain_timeout: must not be negative"))

@@ -120,6 +120,12 @@ type faultEnv struct {
 
 func newFaultEnv(t *testing.T, name string, drain time.Duration) *faultEnv {
 	t.Helper()
+	return newFaultEnvWith(t, name, drain, nil)
+}
+
+// newFaultEnvWith is newFaultEnv with a change to the daemon's config.
+func newFaultEnvWith(t *testing.T, name string, drain time.Duration, tune func(*testConfig)) *faultEnv {
+	t.Helper()
 	e := &faultEnv{t: t, name: name, dir: t.TempDir(), client: &http.Client{Timeout: 30 * time.Second}}
 	if *faultsLogDir != "" {
 		e.dir = filepath.Join(*faultsLogDir, name)
@@ -134,8 +140,12 @@ func newFaultEnv(t *testing.T, name string, drain time.Duration) *faultEnv {
 		t.Fatalf("start simulator: %v", err)
 	}
 	t.Cleanup(func() { _ = e.sim.Close() })
-	e.cfgPath = writeTestConfig(t, e.dir, testConfig{simURL: e.sim.URL(), natsURL: e.nats.URL, app: "invokeari-faults",
-		wait: "accepted", limits: fmt.Sprintf("drain_timeout: %s, max_in_flight: 5000", drain), logLevel: "info"})
+	tc := testConfig{simURL: e.sim.URL(), natsURL: e.nats.URL, app: "invokeari-faults",
+		wait: "accepted", limits: fmt.Sprintf("drain_timeout: %s, max_in_flight: 5000", drain), logLevel: "info"}
+	if tune != nil {
+		tune(&tc)
+	}
+	e.cfgPath = writeTestConfig(t, e.dir, tc)
 	nc, _ := e.nats.Connect(t)
 	e.watch = newEventWatch(t, nc)
 	e.startDaemon()

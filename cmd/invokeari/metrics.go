@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/invokeari/invokeari/events"
+	"github.com/invokeari/invokeari/events/callbacks"
 	"github.com/invokeari/invokeari/stasisapp"
 	"github.com/invokeari/invokeari/stasisapp/ari"
 )
@@ -23,6 +24,10 @@ type metrics struct {
 	ariLatency *prometheus.HistogramVec
 	eventLag   prometheus.Histogram
 	reconciled *prometheus.CounterVec
+
+	cbAttempts  *prometheus.HistogramVec
+	cbDelivered prometheus.Histogram
+	cbFailed    prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -41,7 +46,15 @@ func newMetrics() *metrics {
 		reconciled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "invokeari_reconciliations_total",
 			Help: "Tracked calls checked after an ARI reconnect, by result."}, []string{"result"}),
 	}
-	reg.MustRegister(m.outcomes, m.replies, m.ariLatency, m.eventLag, m.reconciled)
+	m.cbAttempts = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "invokeari_callback_attempt_seconds",
+		Help:    "Status callback POSTs by result (delivered, gone, retry, error) and their duration; _count is the attempts.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 15)}, []string{"result"})
+	m.cbDelivered = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "invokeari_callback_delivery_seconds",
+		Help:    "Status callbacks delivered: time from the event being stored in JetStream to the receiver's 2xx; _count is the deliveries.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 24)})
+	m.cbFailed = prometheus.NewCounter(prometheus.CounterOpts{Name: "invokeari_callbacks_failed_total",
+		Help: "Status callbacks given up (published on invokeari.callbacks.failed)."})
+	reg.MustRegister(m.outcomes, m.replies, m.ariLatency, m.eventLag, m.reconciled, m.cbAttempts, m.cbDelivered, m.cbFailed)
 	return m
 }
 
@@ -77,6 +90,19 @@ func sum(clients []*ari.Client, count func(*ari.Client) uint64) func() float64 {
 		}
 		return float64(n)
 	}
+}
+
+func (m *metrics) callbackHooks() callbacks.Hooks {
+	return callbacks.Hooks{
+		Attempt:   func(result string, took time.Duration) { m.cbAttempts.WithLabelValues(result).Observe(took.Seconds()) },
+		Delivered: func(lat time.Duration) { m.cbDelivered.Observe(lat.Seconds()) },
+		GaveUp:    m.cbFailed.Inc,
+	}
+}
+
+func (m *metrics) registerCallbacks(d *callbacks.Deliverer) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "invokeari_callbacks_pending",
+		Help: "Status callbacks waiting for delivery (first try or retry)."}, func() float64 { return float64(d.Pending()) }))
 }
 
 func (m *metrics) hooks() stasisapp.Hooks {

@@ -25,7 +25,9 @@ import (
 	"github.com/invokeari/invokeari/bridge/httpdoor"
 	"github.com/invokeari/invokeari/bridge/natsdoor"
 	"github.com/invokeari/invokeari/events"
+	"github.com/invokeari/invokeari/events/callbacks"
 	"github.com/invokeari/invokeari/events/natsrv"
+	"github.com/invokeari/invokeari/events/webhook"
 	"github.com/invokeari/invokeari/stasisapp"
 	"github.com/invokeari/invokeari/stasisapp/ari"
 	"github.com/invokeari/invokeari/stasisapp/sim"
@@ -161,6 +163,10 @@ type daemon struct {
 	closers []func()
 	started func(httpAddr string, d *daemon)
 	ariDial func(ctx context.Context, network, address string) (net.Conn, error) // serveOptions.ariDial
+	// sender signs and sends outgoing POSTs (status callbacks, webhooks); callbacks
+	// delivers status callbacks (nil when disabled).
+	sender    *webhook.Sender
+	callbacks *callbacks.Deliverer
 }
 
 func (d *daemon) close() {
@@ -171,13 +177,16 @@ func (d *daemon) close() {
 
 // Demo mode: the fixed try-it-now setup of the README.
 const (
-	demoKey      = "demo"
-	demoServer   = "demo"
-	demoARIUser  = "invokeari"
-	demoARIPass  = "demo-secret"
-	demoPassEnv  = "INVOKEARI_DEMO_ARI_PASSWORD"
-	demoAppName  = "invokeari"
-	demoRingTime = time.Second
+	demoKey     = "demo"
+	demoServer  = "demo"
+	demoARIUser = "invokeari"
+	demoARIPass = "demo-secret"
+	demoPassEnv = "INVOKEARI_DEMO_ARI_PASSWORD"
+	// demoWebhookSecret signs the demo key's callbacks (to 127.0.0.1 only); public like
+	// the demo ARI password.
+	demoWebhookSecret = "demo-webhook-secret"
+	demoAppName       = "invokeari"
+	demoRingTime      = time.Second
 )
 
 // DemoEndpoints are the simulated phones of demo mode.
@@ -220,7 +229,9 @@ func (d *daemon) startDemo(ctx context.Context, cfg *Config, listen string) erro
 		"endpoints", "PJSIP/6001 answers, 6002 busy, 6003 rings, 6004 declines, 6005 offline, 6006 congestion, 6007 answers and presses 1")
 	sum := sha256.Sum256([]byte(demoKey))
 	cfg.Asterisk = []AsteriskConfig{{Name: demoServer, URL: s.URL(), Username: demoARIUser, PasswordEnv: demoPassEnv, App: demoAppName}}
-	cfg.Keys = []api.Key{{Name: "demo", SHA256: hex.EncodeToString(sum[:])}}
+	cfg.Keys = []api.Key{{Name: "demo", SHA256: hex.EncodeToString(sum[:]),
+		// The demo key may call back a receiver on this machine, and nothing else.
+		Webhooks: api.Webhooks{Allow: []string{"127.0.0.1"}, Secret: []byte(demoWebhookSecret)}}}
 	if cfg.Defaults.Server == "" {
 		cfg.Defaults.Server = demoServer
 	}
@@ -300,6 +311,10 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	if err != nil {
 		return err
 	}
+	// Signed outgoing POSTs under each key's webhooks policy: status callbacks and the
+	// webhooks of webhook-driven calls.
+	d.sender = webhook.NewSender(webhook.SenderConfig{Secret: gate.WebhookSecret, Allow: gate.WebhookAllow,
+		Timeout: cfg.Callbacks.Timeout, Logger: log.With("component", "webhook")})
 	var dynamic *stasisapp.DynamicConfig
 	if cfg.DynamicServers.Enabled {
 		dynamic, err = dynamicServers(cfg, log)
@@ -308,16 +323,24 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 		}
 	}
 	app, err := stasisapp.New(stasisapp.Config{Servers: servers, Publisher: pub, Store: store,
-		Logger: log.With("component", "stasisapp"), Hooks: m.hooks(), Dynamic: dynamic})
+		Logger: log.With("component", "stasisapp"), Hooks: m.hooks(), Dynamic: dynamic, Webhooks: d.sender})
 	if err != nil {
 		return err
 	}
 	ready := &readiness{app: app, nc: nc, demo: demo}
 	m.register(app, pub, clients)
+	if !cfg.Callbacks.Disabled {
+		cb := cfg.Callbacks
+		d.callbacks = callbacks.New(callbacks.Config{JS: js, Sender: d.sender, Workers: cb.Workers,
+			MinBackoff: cb.MinBackoff, MaxBackoff: cb.MaxBackoff, GiveUpAfter: cb.GiveUpAfter,
+			AckWait: max(callbacks.DefaultAckWait, 3*cb.Timeout), Hooks: m.callbackHooks(),
+			Logger: log.With("component", "callbacks")})
+		m.registerCallbacks(d.callbacks)
+	}
 
 	// Background services, each with its own context so shutdown can go in order.
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	start := func(name string, f func(context.Context) error, c context.Context) {
 		wg.Add(1)
 		go func() {
@@ -331,9 +354,15 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	defer stopPub()
 	appCtx, stopApp := context.WithCancel(context.Background())
 	defer stopApp()
+	cbCtx, stopCallbacks := context.WithCancel(context.Background())
+	defer stopCallbacks()
 	start("publisher", pub.Run, pubCtx)
 	start("registry", store.Run, pubCtx)
 	start("stasisapp", app.Run, appCtx)
+	if d.callbacks != nil {
+		// Off the originate path: it reads the stream the publisher writes.
+		start("callbacks", d.callbacks.Run, cbCtx)
+	}
 
 	// Front doors.
 	doorCtx, stopDoors := context.WithCancel(ctx)
@@ -399,6 +428,7 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	}
 	cancel()
 	stopPub()
+	stopCallbacks() // what it has not delivered stays in the stream and KV for the next start
 	wg.Wait()
 	if err := nc.Drain(); err != nil {
 		log.Warn("NATS drain", "err", err)

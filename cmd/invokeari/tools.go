@@ -69,6 +69,8 @@ func runCall(ctx context.Context, args []string, out io.Writer, getenv func(stri
 	fs.StringVar(&f.Ari, "ari", "", "Asterisk server name or URL")
 	fs.StringVar(&f.Wait, "wait", "end", "accepted | answer | end")
 	fs.StringVar(&f.ID, "id", "", "call id (default: generated)")
+	fs.StringVar(&f.Callback, "callback", "", "status callback URL (signed POSTs of the call's events)")
+	fs.StringVar(&f.CallbackEvents, "callback-events", "", "events sent to -callback: initiated,ringing,answered,ended (default ended)")
 	via := fs.String("via", "http", "http or nats")
 	httpURL := fs.String("url", orDefault(getenv("INVOKEARI_URL"), "http://127.0.0.1:8080/v2/invokeARI"), "HTTP endpoint (env INVOKEARI_URL)")
 	natsURL := fs.String("nats", orDefault(getenv("INVOKEARI_NATS_URL"), "nats://127.0.0.1:4222"), "NATS URL (for events, and for -via nats)")
@@ -138,9 +140,10 @@ func runCall(ctx context.Context, args []string, out io.Writer, getenv func(stri
 }
 
 func sendCall(ctx context.Context, via, httpURL, key string, f api.Fields, nc *nats.Conn) ([]byte, error) {
+	fields := map[string]string{"d": f.D, "c": f.C, "e": f.E, "t": f.T, "i": f.I, "v": f.V, "ari": f.Ari,
+		"wait": f.Wait, "id": f.ID, "callback": f.Callback, "callback_events": f.CallbackEvents}
 	if via == "nats" {
-		body, err := json.Marshal(map[string]string{"d": f.D, "c": f.C, "e": f.E, "t": f.T, "i": f.I, "v": f.V,
-			"ari": f.Ari, "wait": f.Wait, "id": f.ID})
+		body, err := json.Marshal(fields)
 		if err != nil {
 			return nil, err
 		}
@@ -154,7 +157,7 @@ func sendCall(ctx context.Context, via, httpURL, key string, f api.Fields, nc *n
 		return r.Data, nil
 	}
 	form := url.Values{}
-	for k, v := range map[string]string{"d": f.D, "c": f.C, "e": f.E, "t": f.T, "i": f.I, "v": f.V, "ari": f.Ari, "wait": f.Wait, "id": f.ID} {
+	for k, v := range fields {
 		if v != "" {
 			form.Set(k, v)
 		}

@@ -208,12 +208,16 @@ func (rec *recorder) ms(t time.Time) float64 {
 	return float64(t.Sub(rec.start).Round(100*time.Microsecond)) / float64(time.Millisecond)
 }
 
-// pace waits until scripted time at (plus the shift) has come.
+// pace waits until scripted time at (plus the shift) has come. A step that is due
+// already (the previous one took longer than scripted) shifts the rest of the script, so
+// that the scripted gaps between requests hold: Asterisk's timers run from them.
 func (rec *recorder) pace(at float64) {
 	due := rec.start.Add(rec.shift + time.Duration(at*float64(time.Millisecond)))
 	if d := time.Until(due); d > 0 {
 		<-time.After(d) // scripted pacing, not synchronisation
+		return
 	}
+	rec.shift += time.Since(due)
 }
 
 // react waits for the events the script had seen by scripted time at and reacted to

@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -61,6 +62,22 @@ func needKit(t *testing.T) liveARI {
 		t.Fatalf("kit credentials %q/%q: the recordings' scripts need invokeari/secret", k.user, k.pass)
 	}
 	return k
+}
+
+// kitRestart returns a function that runs `core restart now` on the kit (its control
+// command is INVOKEARI_TEST_PBX_CTL), or nil when that is not set.
+func kitRestart() func() error {
+	ctl := strings.Fields(os.Getenv("INVOKEARI_TEST_PBX_CTL"))
+	if len(ctl) == 0 {
+		return nil
+	}
+	return func() error {
+		out, err := exec.Command(ctl[0], append(ctl[1:], "rx", "core restart now")...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%w: %s", err, out)
+		}
+		return nil
+	}
 }
 
 // outLine is one line of a recording as the recorder writes it (README's line format).
@@ -110,6 +127,9 @@ type liveOpts struct {
 	// concurrent scenarios: 100 HTTP threads stuck, ARI unanswered until restart), so
 	// concurrent runs close them together once no call is left on the PBX.
 	held *heldConns
+	// restart runs `core restart now` on the PBX for scripts that do; nil: such scripts
+	// fail with errNeedsRestart.
+	restart func() error
 }
 
 // heldConns collects websockets to close later.
@@ -150,6 +170,8 @@ type recorder struct {
 	ours   map[string]bool // channel ids of this scenario
 	pairs  map[string]bool // Local pair names (without ;1/;2) of this scenario
 	parsed map[*wsClient][]evInfo
+	// restarted: Asterisk was restarted; connects are retried until they succeed.
+	restarted bool
 }
 
 // errNeedsRestart marks scripts that restart or stop Asterisk.
@@ -326,17 +348,34 @@ func (rec *recorder) waitTag(c *wsClient, tag string, n int, d time.Duration) bo
 func (rec *recorder) step(l recLine) error {
 	r := rec.r
 	switch {
-	case l.Kind == "meta" && l.What == "note" && (strings.Contains(l.Text, "core restart now") ||
-		strings.HasPrefix(l.Text, "running: asterisk-ctl.sh stop")):
+	case l.Kind == "meta" && l.What == "note" && strings.Contains(l.Text, "core restart now"):
+		if rec.restart == nil {
+			return errNeedsRestart
+		}
+		rec.pace(l.TMs)
+		rec.react(l.TMs, false)
+		rec.out = append(rec.out, outLine{TMs: rec.ms(time.Now()), Kind: "meta", What: "note", Text: l.Text})
+		if err := rec.restart(); err != nil {
+			return fmt.Errorf("core restart now: %w", err)
+		}
+		rec.restarted = true
+	case l.Kind == "meta" && l.What == "note" && strings.HasPrefix(l.Text, "running: asterisk-ctl.sh stop"):
 		return errNeedsRestart
 	case l.Kind == "meta" && l.What == "ws_connect":
 		if l.Status == 0 || l.Status == 503 {
-			return nil // attempts during a restart (excluded above)
+			// Attempts while Asterisk restarts: how many there were depends on how long
+			// it took; the connect that succeeded is retried below until it does.
+			return nil
 		}
 		rec.pace(l.SentTMs)
 		rec.react(l.SentTMs, false)
 		sent := time.Now()
 		status, err := r.dialWS(l.Conn, l.QueryStr, l.Auth, false)
+		for deadline := time.Now().Add(10 * time.Second); rec.restarted && status != l.Status && time.Now().Before(deadline); {
+			<-time.After(50 * time.Millisecond) // reconnect pacing while Asterisk boots
+			sent = time.Now()
+			status, err = r.dialWS(l.Conn, l.QueryStr, l.Auth, false)
+		}
 		o := outLine{TMs: rec.ms(time.Now()), Kind: "meta", Conn: l.Conn, What: "ws_connect", SentTMs: ptr(rec.ms(sent)),
 			Path: "/ari/events", Query: mustRaw(l.QueryStr), Auth: l.Auth, Status: status}
 		if err != nil {
@@ -617,7 +656,7 @@ func TestRecord(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", p, err)
 		}
-		res, err := recordLive(t, k, script, liveOpts{})
+		res, err := recordLive(t, k, script, liveOpts{restart: kitRestart()})
 		if err != nil {
 			t.Fatal(err)
 		}

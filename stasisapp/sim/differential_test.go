@@ -5,7 +5,7 @@ package sim
 // kit (recorder_test.go: the recording used as a script, the same REST requests,
 // websocket connects/closes/drops and reactions) and replays that fresh recording
 // against the simulator with the conformance test's replay and rules (replaySim: the
-// same normalisation of ids, names, timestamps, entity ids, the same allowances A1-A6,
+// same normalisation of ids, names, timestamps, entity ids, the same allowances A1-A9,
 // REST-only comparison of subscribeAll scenarios). A difference fails the scenario's
 // subtest and names the field: connection, channel, event index, field / JSON path, and
 // the sim and real values (or method, path and JSON path for a REST reply).

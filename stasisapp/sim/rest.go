@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -193,6 +194,11 @@ var errVars = fmt.Errorf("Each value in 'variables' must be a string or an objec
 
 func parseParams(r *http.Request, body []byte) (params, error) {
 	p := params{q: r.URL.Query()}
+	// Asterisk reads a body only when it is declared JSON (kit: without the header, or
+	// with text/plain, the variables are silently dropped and invalid JSON is accepted).
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		return p, nil
+	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return p, nil
 	}

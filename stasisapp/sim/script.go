@@ -13,6 +13,9 @@ import (
 // sayDigitsFor is how long confirmcode's SayDigits(4711) plays before its Hangup().
 const sayDigitsFor = 3500 * time.Millisecond
 
+// localBusyFor is the timeout of the `sim` context's Busy(10) and Congestion(10).
+const localBusyFor = 10 * time.Second
+
 // localWaitAfter is when the Local ;2 half starts Wait() after answering.
 const localWaitAfter = 3 * time.Millisecond
 
@@ -206,14 +209,24 @@ func (s *Server) startLocal(c *call) {
 		s.evDialplan(p, c.lctx, c.lexten, 2, app, "10")
 		s.evState(p, "Busy")
 		s.evDial(o, status)
-		s.evHangupReq(p, 0, 0, false)
 		if c.mode == modeCreate {
-			// The created channel stays in Stasis (Down) until the app hangs it up.
-			s.evHangupReq(p, 16, 0, true)
-			s.evDestroyed(p, pcause, 0)
-			c.p = nil
+			// The created channel stays in Stasis (Down) and ;2 in Busy(10)/Congestion(10)
+			// until the app hangs ;1 up or the 10 s are over; then ;2 hangs up and ;1
+			// follows with the busy/congestion cause (kit: s3_createdial_local_*_hold).
+			if c.near != nil {
+				c.near.Stop() // the dial is over: no dial timeout
+			}
+			s.after(c, localBusyFor, func() {
+				s.evHangupReq(p, 16, 0, true)
+				s.evHangupReq(o, pcause, 0, false)
+				s.evDestroyed(p, pcause, 0)
+				s.leaveStasis(o)
+				s.evDestroyed(o, pcause, 0)
+				s.end(c)
+			})
 			return
 		}
+		s.evHangupReq(p, 0, 0, false)
 		s.evDestroyed(o, 0, 0)
 		s.evHangupReq(p, 16, 0, true)
 		s.evDestroyed(p, pcause, 0)
@@ -508,6 +521,9 @@ func (s *Server) hangupRequest(ch *channel, cause int, status string) {
 	switch {
 	case !c.answered && c.mode == modeCreate:
 		s.leaveStasis(o)
+		if p != nil {
+			s.evHangupReq(p, 16, 0, false)
+		}
 		s.evDestroyed(o, cause, 0)
 		if p != nil {
 			s.evHangupReq(p, 16, 0, true)

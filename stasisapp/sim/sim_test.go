@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -156,6 +157,64 @@ func TestStopRefusesUntilBoot(t *testing.T) {
 		code, err := ping()
 		if gotErr := err != nil; gotErr != tt.wantErr || (!tt.wantErr && code != http.StatusOK) {
 			t.Errorf("%s: ping status %d err %v, want error %v", tt.name, code, err, tt.wantErr)
+		}
+	}
+}
+
+// TestBodyNeedsJSONContentType holds the simulator to what the PBX kit does with a
+// request body (differential test, 2026-12-01): Asterisk reads it only when it is
+// declared application/json; otherwise the variables are dropped and an invalid body
+// is not an error.
+func TestBodyNeedsJSONContentType(t *testing.T) {
+	s := startSim(t, Config{Contexts: RecordedContexts()})
+	post := func(contentType, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, s.URL()+"/channels?endpoint=Local/answerlong@sim&context=sink&extension=s&priority=1", strings.NewReader(body))
+		req.SetBasicAuth("invokeari", "secret")
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var ch struct{ ID string }
+		_ = json.NewDecoder(resp.Body).Decode(&ch)
+		return resp.StatusCode, ch.ID
+	}
+	confcode := func(id string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, s.URL()+"/channels/"+id+"/variable?variable=CONFCODE", nil)
+		req.SetBasicAuth("invokeari", "secret")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	const vars = `{"variables":{"CONFCODE":"4711"}}`
+	for _, tc := range []struct {
+		contentType, body string
+		status, varStatus int // originate status; GET variable status (0: no channel)
+	}{
+		{"application/json", vars, 200, 200},
+		{"application/json; charset=utf-8", vars, 200, 200},
+		{"", vars, 200, 404},
+		{"text/plain", vars, 200, 404},
+		{"application/json", `{bad json`, 400, 0},
+		{"", `{bad json`, 200, 404},
+	} {
+		status, id := post(tc.contentType, tc.body)
+		if status != tc.status {
+			t.Errorf("Content-Type %q body %s: status %d, want %d", tc.contentType, tc.body, status, tc.status)
+			continue
+		}
+		if tc.varStatus != 0 {
+			if got := confcode(id); got != tc.varStatus {
+				t.Errorf("Content-Type %q body %s: GET variable CONFCODE %d, want %d", tc.contentType, tc.body, got, tc.varStatus)
+			}
 		}
 	}
 }

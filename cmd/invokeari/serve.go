@@ -185,6 +185,7 @@ const (
 	// demoWebhookSecret signs the demo key's callbacks (to 127.0.0.1 only); public like
 	// the demo ARI password.
 	demoWebhookSecret = "demo-webhook-secret"
+	demoWebhookAllow  = "127.0.0.1" // the demo key's webhooks.allow
 	demoAppName       = "invokeari"
 	demoRingTime      = time.Second
 )
@@ -198,7 +199,8 @@ func DemoEndpoints() map[string]sim.Behavior {
 		"PJSIP/6004": {Result: sim.Decline, RingAfter: 50 * time.Millisecond, RingFor: demoRingTime},
 		"PJSIP/6005": {Result: sim.Offline},
 		"PJSIP/6006": {Result: sim.Congestion},
-		// A phone for webhook-driven calls (examples/webhook): answers, presses 1 a second later.
+		// A phone for webhook-driven calls (README's "press 1 to confirm" webhook): answers,
+		// presses 1 a second later.
 		"PJSIP/6007": {Result: sim.Answer, RingAfter: 50 * time.Millisecond, AnswerAfter: demoRingTime,
 			HangupAfter: 20 * time.Second, DTMF: "1", DTMFAfter: time.Second},
 	}
@@ -226,12 +228,13 @@ func (d *daemon) startDemo(ctx context.Context, cfg *Config, listen string) erro
 	d.closers = append(d.closers, func() { _ = s.Close() })
 	d.log.Warn("DEMO MODE: no Asterisk configured — using the built-in Asterisk SIMULATOR, not a real PBX",
 		"ari_url", s.URL(), "api_key", demoKey, "server", demoServer,
+		"webhooks_allow", demoWebhookAllow, "webhook_secret", demoWebhookSecret,
 		"endpoints", "PJSIP/6001 answers, 6002 busy, 6003 rings, 6004 declines, 6005 offline, 6006 congestion, 6007 answers and presses 1")
 	sum := sha256.Sum256([]byte(demoKey))
 	cfg.Asterisk = []AsteriskConfig{{Name: demoServer, URL: s.URL(), Username: demoARIUser, PasswordEnv: demoPassEnv, App: demoAppName}}
 	cfg.Keys = []api.Key{{Name: "demo", SHA256: hex.EncodeToString(sum[:]),
 		// The demo key may call back a receiver on this machine, and nothing else.
-		Webhooks: api.Webhooks{Allow: []string{"127.0.0.1"}, Secret: []byte(demoWebhookSecret)}}}
+		Webhooks: api.Webhooks{Allow: []string{demoWebhookAllow}, Secret: []byte(demoWebhookSecret)}}}
 	if cfg.Defaults.Server == "" {
 		cfg.Defaults.Server = demoServer
 	}

@@ -1,6 +1,7 @@
-// Package quickstart runs README.md's quick start and NATS section as a newcomer types
-// them: every shell command of those sections, taken from README's fenced code blocks,
-// against `make run` (the demo daemon) in a child process.
+// Package quickstart runs README.md's quick start, NATS section and webhook walkthrough
+// as a newcomer types them: every shell command of those sections (and the webhooks it
+// starts), taken from README's fenced code blocks, against `make run` (the demo daemon)
+// in a child process.
 package quickstart
 
 import (
@@ -32,13 +33,10 @@ const natsCLI = "github.com/nats-io/natscli/nats@v0.5.0"
 // command (curl's http://127.0.0.1:8080) has its host:port rewritten.
 func TestReadmeCommandsAsWritten(t *testing.T) {
 	root := repoRoot(t)
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	readme := readREADME(t, root)
 	var cmds []string
 	for _, sec := range []string{"Quick start", "NATS"} {
-		got := shellCommands(string(readme), sec)
+		got := shellCommands(readme, sec)
 		if len(got) == 0 {
 			t.Fatalf("README section %q has no sh code block", sec)
 		}
@@ -52,20 +50,11 @@ func TestReadmeCommandsAsWritten(t *testing.T) {
 
 	tmp := t.TempDir()
 	bin := filepath.Join(tmp, "bin")
-	// The Makefile's default experiment, so that `make run`, `go run` and the binary
-	// built here share one compilation.
-	exp := "GOEXPERIMENT=" + orDefault(os.Getenv("GOEXPERIMENT"), "jsonv2")
-	buildTools(t, root, bin, exp)
-	httpAddr, natsAddr, simAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	env := cleanEnv()
-	env = append(env, exp,
-		"PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
+	buildTools(t, root, bin, goExperiment())
+	env, httpAddr, natsAddr := demoEnv(t, tmp, bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	env = append(env,
 		"XDG_CONFIG_HOME="+filepath.Join(tmp, "config"), // no nats CLI context of the user
 		"NATS_URL=nats://"+natsAddr,
-		"INVOKEARI_HTTP_LISTEN="+httpAddr,
-		"INVOKEARI_NATS_LISTEN="+natsAddr,
-		"INVOKEARI_SIM_LISTEN="+simAddr,
-		"INVOKEARI_NATS_STORE_DIR="+filepath.Join(tmp, "nats"),
 	)
 	daemonEnv := env                                                             // the daemon: INVOKEARI_NATS_URL would mean an external NATS
 	env = append(env[:len(env):len(env)], "INVOKEARI_NATS_URL=nats://"+natsAddr, // the clients
@@ -151,14 +140,7 @@ func TestReadmeCommandsAsWritten(t *testing.T) {
 // (with its subsections), one per command: continuation lines joined, comment and
 // blank lines dropped.
 func shellCommands(readme, section string) []string {
-	start := strings.Index(readme, "\n## "+section+"\n")
-	if start < 0 {
-		return nil
-	}
-	body := readme[start+len(section)+5:]
-	if end := strings.Index(body, "\n## "); end >= 0 {
-		body = body[:end]
-	}
+	body := sectionBody(readme, section)
 	var cmds []string
 	in := false
 	cur := ""
@@ -186,6 +168,49 @@ func shellCommands(readme, section string) []string {
 		}
 	}
 	return cmds
+}
+
+// sectionBody is the text of README's "## <section>" with its subsections ("" if none).
+func sectionBody(readme, section string) string {
+	start := strings.Index(readme, "\n## "+section+"\n")
+	if start < 0 {
+		return ""
+	}
+	body := readme[start+len(section)+5:]
+	if end := strings.Index(body, "\n## "); end >= 0 {
+		body = body[:end]
+	}
+	return body
+}
+
+func readREADME(t *testing.T, root string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// goExperiment is the Makefile's default experiment, so that `make run`, `go run` and
+// the binaries built by the tests share one compilation.
+func goExperiment() string {
+	return "GOEXPERIMENT=" + orDefault(os.Getenv("GOEXPERIMENT"), "jsonv2")
+}
+
+// demoEnv is the environment of `make run` on free ports (INVOKEARI_HTTP_LISTEN,
+// INVOKEARI_NATS_LISTEN, INVOKEARI_SIM_LISTEN) with its NATS store under tmp, and of the
+// commands run beside it, with PATH path.
+func demoEnv(t *testing.T, tmp, path string) (env []string, httpAddr, natsAddr string) {
+	t.Helper()
+	httpAddr, natsAddr = freeAddr(t), freeAddr(t)
+	env = append(cleanEnv(), goExperiment(), "PATH="+path,
+		"INVOKEARI_HTTP_LISTEN="+httpAddr,
+		"INVOKEARI_NATS_LISTEN="+natsAddr,
+		"INVOKEARI_SIM_LISTEN="+freeAddr(t),
+		"INVOKEARI_NATS_STORE_DIR="+filepath.Join(tmp, "nats"),
+	)
+	return env, httpAddr, natsAddr
 }
 
 func repoRoot(t *testing.T) string {

@@ -44,13 +44,21 @@ faults:
 	$(GO) test -race -count=1 -timeout 30m ./cmd/invokeari -run TestFaults -v -args -faults.full
 
 ## itest: the real-PBX suite against the kit's Asterisk 22 (../shared/asterisk), started once
-## for the run on PBX_BASE and stopped on exit; the suite prints its table and `N passed, N failed`
+## for the run on PBX_BASE and stopped on exit. The itest package prints its table and
+## `N passed, N failed`; then the real-PBX tests of the other packages (transport burst,
+## restart with history, SIGKILL restart, webhook calls) and, last because it restarts
+## Asterisk, the differential conformance test (simulator vs kit). Every part runs even if
+## an earlier one failed; the target fails if any did.
 PBX      ?= ../shared/asterisk/pbx
 PBX_BASE ?= 18088
+ITEST_RUN := ^(TestRealPBX.*|TestPBX.*|TestWebhookCallPBX)$$
 itest:
 	@set -e; env="$$($(PBX) start --base $(PBX_BASE) --export)"; eval "$$env"; \
-	trap '$(PBX) stop --base $(PBX_BASE)' EXIT; \
-	$(GO) test -count=1 -v -timeout 15m ./cmd/invokeari/itest/...
+	trap '$(PBX) stop --base $(PBX_BASE)' EXIT; rc=0; \
+	$(GO) test -count=1 -v -timeout 15m ./cmd/invokeari/itest/... || rc=1; \
+	$(GO) test -count=1 -p 1 -timeout 15m -run '$(ITEST_RUN)' ./stasisapp/ari ./stasisapp ./cmd/invokeari || rc=1; \
+	$(GO) test -count=1 -timeout 10m -run '^TestDifferential$$' ./stasisapp/sim || rc=1; \
+	exit $$rc
 
 clean:
 	rm -rf bin data

@@ -25,6 +25,13 @@ type Config struct {
 	// DynamicServers (off by default) accepts allowed ARI URLs that are not configured,
 	// with the request's own ariuser/aripass.
 	DynamicServers api.DynamicServers `yaml:"dynamic_servers"`
+	// InstanceID names this daemon among several sharing a NATS cluster (default: the
+	// host name and a suffix kept in instance_id_file). It derives the default Stasis app
+	// name, the embedded NATS server name and the lease key.
+	InstanceID string `yaml:"instance_id"`
+	// InstanceIDFile keeps the derived instance id across restarts (default
+	// <dir of nats.embedded.store_dir>/instance-id).
+	InstanceIDFile string `yaml:"instance_id_file"`
 }
 
 // HTTPConfig is the HTTP front door's listener.
@@ -60,6 +67,9 @@ type NATSConfig struct {
 	StreamMaxAge time.Duration  `yaml:"stream_max_age"` // retention of INVOKEARI_CALLS (default 168h)
 	// RequireKey makes invokeari.originate demand an X-API-Key header like HTTP does.
 	RequireKey bool `yaml:"require_key"`
+	// Replicas is how many servers of a NATS cluster keep the call stream and the
+	// buckets (default 1; 3 on a cluster keeps them through the loss of one node).
+	Replicas int `yaml:"replicas"`
 }
 
 // TLSFiles are PEM files for a TLS client connection.
@@ -73,6 +83,16 @@ type TLSFiles struct {
 type EmbeddedConfig struct {
 	Listen   string `yaml:"listen"`    // default 127.0.0.1:4222
 	StoreDir string `yaml:"store_dir"` // default ./data/nats
+	// Cluster, when set, makes the embedded server a node of a NATS cluster (every
+	// daemon of a three-machine deployment runs one node; no separate NATS install).
+	Cluster *ClusterConfig `yaml:"cluster"`
+}
+
+// ClusterConfig is the embedded server's cluster membership.
+type ClusterConfig struct {
+	Name   string   `yaml:"name"`   // the cluster's name, the same on every node
+	Listen string   `yaml:"listen"` // host:port for routes from the other nodes
+	Routes []string `yaml:"routes"` // the nodes' route URLs, nats-route://host:port
 }
 
 // LimitsConfig holds global limits.
@@ -121,9 +141,12 @@ func (c *Config) applyDefaults() {
 	if c.Limits.DrainTimeout == 0 {
 		c.Limits.DrainTimeout = 60 * time.Second
 	}
+	if c.NATS.Replicas == 0 {
+		c.NATS.Replicas = 1
+	}
 	for i := range c.Asterisk {
 		if c.Asterisk[i].App == "" {
-			c.Asterisk[i].App = "invokeari"
+			c.Asterisk[i].App = defaultApp(c.InstanceID)
 		}
 	}
 	if c.Defaults.Server == "" && len(c.Asterisk) == 1 {
@@ -205,6 +228,20 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("asterisk[%d].app: app %q used twice on the same Asterisk", i, a.App))
 		}
 		apps[key] = true
+	}
+	if c.InstanceID != "" && !validInstanceID(c.InstanceID) {
+		errs = append(errs, fmt.Errorf("instance_id: %q must be 1-64 of [A-Za-z0-9_-]", c.InstanceID))
+	}
+	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("nats.replicas: %d is not 1 to 5", c.NATS.Replicas))
+	}
+	if cl := c.NATS.Embedded.Cluster; cl != nil {
+		if c.NATS.URL != "" {
+			errs = append(errs, errors.New("nats.embedded.cluster: set only without nats.url (the embedded server is not used then)"))
+		}
+		if cl.Name == "" || cl.Listen == "" || len(cl.Routes) == 0 {
+			errs = append(errs, errors.New("nats.embedded.cluster: name, listen and routes are required"))
+		}
 	}
 	if c.Limits.DrainTimeout < 0 {
 		errs = append(errs, errors.New("limits.drain_timeout: must not be negative"))

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -42,17 +43,19 @@ func serve(ctx context.Context, args []string, out io.Writer, getenv func(string
 	natsListen := fs.String("nats-listen", "", "embedded NATS listen address (env INVOKEARI_NATS_LISTEN)")
 	storeDir := fs.String("store-dir", "", "embedded NATS store dir (env INVOKEARI_NATS_STORE_DIR)")
 	simListen := fs.String("sim-listen", "127.0.0.1:8088", "demo mode: simulator listen address")
+	instanceID := fs.String("instance-id", "", "this daemon's instance id (env INVOKEARI_INSTANCE_ID; overrides instance_id)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	return runDaemon(ctx, serveOptions{configPath: *configPath, listen: *listen, natsURL: *natsURL,
-		natsListen: *natsListen, storeDir: *storeDir, simListen: *simListen, out: out, getenv: getenv})
+		natsListen: *natsListen, storeDir: *storeDir, simListen: *simListen, instanceID: *instanceID, out: out, getenv: getenv})
 }
 
 // serveOptions are serve's inputs; started, when set, is told the HTTP address once the
 // daemon accepts requests (tests use it instead of fixed ports).
 type serveOptions struct {
 	configPath, listen, natsURL, natsListen, storeDir, simListen string
+	instanceID                                                   string
 	out                                                          io.Writer
 	getenv                                                       func(string) string
 	started                                                      func(httpAddr string, d *daemon)
@@ -74,6 +77,7 @@ func runDaemon(ctx context.Context, o serveOptions) error {
 	override(&cfg.NATS.Embedded.Listen, getenv("INVOKEARI_NATS_LISTEN"), o.natsListen)
 	override(&cfg.NATS.Embedded.StoreDir, getenv("INVOKEARI_NATS_STORE_DIR"), o.storeDir)
 	override(&cfg.Log.Level, getenv("INVOKEARI_LOG_LEVEL"), "")
+	override(&cfg.InstanceID, getenv("INVOKEARI_INSTANCE_ID"), o.instanceID)
 
 	log := newLogger(out, cfg.Log)
 	d := &daemon{log: log, started: o.started}
@@ -91,6 +95,9 @@ func runDaemon(ctx context.Context, o serveOptions) error {
 			}
 			return base(k)
 		}
+	}
+	if err := cfg.resolveInstanceID(os.Hostname); err != nil {
+		return err
 	}
 	cfg.applyDefaults()
 	if err := cfg.resolveSecrets(getenv); err != nil {
@@ -209,8 +216,7 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	// NATS: embedded unless a URL is configured.
 	url := cfg.NATS.URL
 	if url == "" {
-		emb, err := natsrv.Start(ctx, natsrv.Config{Listen: cfg.NATS.Embedded.Listen, StoreDir: cfg.NATS.Embedded.StoreDir,
-			Logger: log})
+		emb, err := natsrv.Start(ctx, embeddedConfig(cfg, log))
 		if err != nil {
 			return fmt.Errorf("embedded NATS: %w", err)
 		}
@@ -233,14 +239,15 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	err = events.EnsureStream(sctx, js, cfg.NATS.StreamMaxAge)
-	cancel()
-	if err != nil {
+	if err := ensureStream(ctx, js, cfg); err != nil {
 		return fmt.Errorf("stream %s: %w", events.StreamName, err)
 	}
+	lease, err := openLease(ctx, js, cfg, log)
+	if err != nil {
+		return err
+	}
 	pub := events.NewPublisher(js, events.PublisherConfig{Logger: log.With("component", "publisher")})
-	sctx, cancel = context.WithTimeout(ctx, 15*time.Second)
+	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	store, err := events.OpenCallStore(sctx, js, callStoreTTL)
 	cancel()
 	if err != nil {
@@ -276,12 +283,13 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	if err != nil {
 		return err
 	}
-	ready := &readiness{app: app, nc: nc, demo: demo}
+	ready := &readiness{app: app, nc: nc, demo: demo, lease: lease}
 	m.register(app, pub, clients)
+	m.registerLease(lease)
 
 	// Background services, each with its own context so shutdown can go in order.
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	start := func(name string, f func(context.Context) error, c context.Context) {
 		wg.Add(1)
 		go func() {
@@ -295,7 +303,10 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	defer stopPub()
 	appCtx, stopApp := context.WithCancel(context.Background())
 	defer stopApp()
+	leaseCtx, stopLease := context.WithCancel(context.Background())
+	defer stopLease()
 	start("publisher", pub.Run, pubCtx)
+	start("lease", lease.Run, leaseCtx)
 	start("stasisapp", app.Run, appCtx)
 
 	// Front doors.
@@ -334,7 +345,7 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 		d.started(ln.Addr().String(), d)
 	}
 	log.Info("invokeari ready to serve", "http", "http://"+ln.Addr().String()+"/v2/invokeARI", "nats", url,
-		"originate_subject", natsdoor.Subject, "demo", demo)
+		"originate_subject", natsdoor.Subject, "demo", demo, "instance_id", cfg.InstanceID)
 
 	var runErr error
 	select {
@@ -362,6 +373,7 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	}
 	cancel()
 	stopPub()
+	stopLease() // released last: until now a peer must not adopt our calls
 	wg.Wait()
 	if err := nc.Drain(); err != nil {
 		log.Warn("NATS drain", "err", err)
@@ -387,9 +399,10 @@ func (d *daemon) natsOptions(cfg Config, getenv func(string) string) ([]nats.Opt
 
 // readiness reports /readyz: every Asterisk link and NATS.
 type readiness struct {
-	app  *stasisapp.App
-	nc   *nats.Conn
-	demo bool
+	app   *stasisapp.App
+	nc    *nats.Conn
+	demo  bool
+	lease *events.Lease
 }
 
 func (r *readiness) Ready() (bool, any) {
@@ -400,6 +413,10 @@ func (r *readiness) Ready() (bool, any) {
 	}
 	natsState := map[string]any{"connected": r.nc.IsConnected(), "status": r.nc.Status().String()}
 	detail := map[string]any{"asterisk": links, "nats": natsState}
+	if r.lease != nil {
+		detail["instance_id"] = r.lease.Instance()
+		detail["lease"] = r.lease.State()
+	}
 	if r.demo {
 		detail["simulator"] = "DEMO MODE: Asterisk is the built-in simulator, not a real PBX"
 	}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/invokeari/invokeari/events"
+	"github.com/invokeari/invokeari/events/natsrv"
+)
+
+// clusterWait bounds how long a starting daemon waits for its NATS cluster to have a
+// JetStream leader and enough peers for the replicas: the nodes of an embedded cluster
+// start with their daemons, so the first one waits for a second.
+const clusterWait = 2 * time.Minute
+
+// embeddedConfig is the embedded nats-server's configuration: in a cluster its server
+// name is the instance id (JetStream needs a distinct name per node).
+func embeddedConfig(cfg Config, log *slog.Logger) natsrv.Config {
+	c := natsrv.Config{Listen: cfg.NATS.Embedded.Listen, StoreDir: cfg.NATS.Embedded.StoreDir, Logger: log}
+	if cl := cfg.NATS.Embedded.Cluster; cl != nil {
+		c.ServerName = cfg.InstanceID
+		c.Cluster = &natsrv.ClusterConfig{Name: cl.Name, Listen: cl.Listen, Routes: cl.Routes}
+	}
+	return c
+}
+
+// ensureStream creates or updates INVOKEARI_CALLS with the configured replicas,
+// waiting for a forming cluster.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	ctx, cancel := context.WithTimeout(ctx, clusterWait)
+	defer cancel()
+	return events.EnsureReplicatedStream(ctx, js, cfg.NATS.StreamMaxAge, cfg.NATS.Replicas)
+}
+
+// openLease opens this instance's lease in INVOKEARI_LEASES.
+func openLease(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*events.Lease, error) {
+	apps := make(map[string]string, len(cfg.Asterisk))
+	for _, a := range cfg.Asterisk {
+		apps[a.Name] = a.App
+	}
+	ctx, cancel := context.WithTimeout(ctx, clusterWait)
+	defer cancel()
+	l, err := events.OpenLease(ctx, js, events.LeaseConfig{Instance: cfg.InstanceID, Apps: apps,
+		Replicas: cfg.NATS.Replicas, Logger: log.With("component", "lease")})
+	if err != nil {
+		return nil, fmt.Errorf("lease: %w", err)
+	}
+	return l, nil
+}
+
+// registerLease adds the instance and lease gauges.
+func (m *metrics) registerLease(l *events.Lease) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "invokeari_instance_info",
+			Help: "Always 1; the label names this daemon's instance id.", ConstLabels: prometheus.Labels{"instance_id": l.Instance()}},
+			func() float64 { return 1 }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "invokeari_lease_held",
+			Help: "1 while this daemon's lease (heartbeat in INVOKEARI_LEASES) is held, 0 once it lapsed."},
+			func() float64 {
+				if l.State().Held {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "invokeari_lease_lapses_total",
+			Help: "Times this daemon's own lease lapsed (peers may then adopt its calls)."},
+			func() float64 { return float64(l.State().Lapses) }),
+	)
+}

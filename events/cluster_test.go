@@ -1,0 +1,149 @@
+package events_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/invokeari/invokeari/events"
+	"github.com/invokeari/invokeari/events/natstest"
+)
+
+// TestClusterStreamR3SurvivesNodeLoss: on a real 3-node cluster the call stream is
+// created with three replicas, and with one node down events are still stored, and
+// nothing is lost or duplicated when it comes back.
+func TestClusterStreamR3SurvivesNodeLoss(t *testing.T) {
+	c := natstest.StartCluster(t, 3)
+	_, js := c.Connect(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := events.EnsureReplicatedStream(ctx, js, time.Hour, 3); err != nil {
+		t.Fatalf("EnsureReplicatedStream: %v", err)
+	}
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.Replicas != 3 || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
+		t.Fatalf("stream replicas = %d, cluster %+v; want 3 (a leader and two replicas)", info.Config.Replicas, info.Cluster)
+	}
+	p := events.NewPublisher(js, events.PublisherConfig{})
+	run(t, p)
+	publish := func(id string, seq uint64) {
+		t.Helper()
+		if err := p.Publish(ctx, testEvent(id, seq)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish("c1", 1)
+	publish("c1", 2)
+	// Stop the stream's leader: the others elect a new one and go on storing.
+	var leader *natstest.Server
+	for _, n := range c.Nodes {
+		if n.Name() == info.Cluster.Leader {
+			leader = n
+		}
+	}
+	if leader == nil {
+		t.Fatalf("leader %q is none of the nodes", info.Cluster.Leader)
+	}
+	leader.Server.Shutdown()
+	leader.Server.WaitForShutdown()
+	publish("c1", 3)
+	publish("c1", 2) // a re-send: deduplicated by Nats-Msg-Id
+	if err := p.Flush(ctx); err != nil {
+		t.Fatalf("flush with a node down: %v", err)
+	}
+	leader.Restart(t)
+	publish("c1", 4)
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var got int
+	waitFor(t, 10*time.Second, "4 messages in the stream", func() bool {
+		info, err := st.Info(ctx)
+		if err != nil {
+			return false
+		}
+		got = int(info.State.Msgs)
+		return got == 4
+	})
+}
+
+// TestClusterLeases: a running lease is alive; a stopped one is released at once; one
+// that stops beating lapses after its TTL.
+func TestClusterLeases(t *testing.T) {
+	c := natstest.StartCluster(t, 3)
+	_, js := c.Connect(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	open := func(id string) *events.Lease {
+		t.Helper()
+		l, err := events.OpenLease(ctx, js, events.LeaseConfig{Instance: id, Apps: map[string]string{"pbx1": "invokeari-" + id},
+			Beat: 100 * time.Millisecond, TTL: 400 * time.Millisecond, Replicas: 3})
+		if err != nil {
+			t.Fatalf("OpenLease(%s): %v", id, err)
+		}
+		return l
+	}
+	a, b, dead := open("a"), open("b"), open("dead")
+	runCtx, stopA := context.WithCancel(ctx)
+	doneA := make(chan error, 1)
+	go func() { doneA <- a.Run(runCtx) }()
+	bCtx, stopB := context.WithCancel(ctx)
+	doneB := make(chan error, 1)
+	go func() { doneB <- b.Run(bCtx) }()
+	defer func() { stopB(); <-doneB }()
+	if err := dead.Beat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	alive := func() map[string]events.LeaseInfo {
+		m, err := b.Alive(ctx)
+		if err != nil {
+			t.Fatalf("Alive: %v", err)
+		}
+		return m
+	}
+	waitFor(t, 5*time.Second, "a, b and dead alive", func() bool {
+		m := alive()
+		return len(m) == 3 && m["a"].Apps["pbx1"] == "invokeari-a"
+	})
+	began := time.Now()
+	waitFor(t, 5*time.Second, "dead lapsed", func() bool { _, ok := alive()["dead"]; return !ok })
+	if lapse := time.Since(began); lapse > time.Second {
+		t.Errorf("lapse seen after %s, want about the 400ms TTL", lapse)
+	}
+	if m := alive(); len(m) != 2 {
+		t.Fatalf("alive = %v, want a and b", m)
+	}
+	if st := a.State(); !st.Held || st.Instance != "a" {
+		t.Errorf("a.State() = %+v, want held", st)
+	}
+	stopA()
+	if err := <-doneA; err != context.Canceled {
+		t.Errorf("Run = %v, want context.Canceled", err)
+	}
+	if _, ok := alive()["a"]; ok {
+		t.Error("a still alive right after a clean stop; want its lease released")
+	}
+	if _, ok := alive()["b"]; !ok {
+		t.Error("b not alive")
+	}
+	// A lease survives the loss of one NATS node.
+	c.Nodes[0].Server.Shutdown()
+	c.Nodes[0].Server.WaitForShutdown()
+	down := time.Now()
+	waitFor(t, 10*time.Second, "b beating three TTLs after a node loss", func() bool {
+		return b.State().LastBeat.After(down.Add(3 * 400 * time.Millisecond))
+	})
+	if _, ok := alive()["b"]; !ok {
+		t.Error("b's lease not alive with one of three nodes down")
+	}
+	if st := b.State(); st.Lapses != 0 || !st.Held {
+		t.Errorf("b.State() = %+v, want held and never lapsed", st)
+	}
+}

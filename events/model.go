@@ -101,4 +101,7 @@ type Event struct {
 	Key        string    `json:"key,omitempty"` // API key name, never the key
 	// Call is the complete call record; always set on `ended`.
 	Call *Call `json:"call,omitempty"`
+	// Fingerprint of the request, sent on `ended` as the FingerprintHeader header (not
+	// in the JSON): a restarted daemon tells a repeated id from a conflicting one by it.
+	Fingerprint string `json:"-"`
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,10 @@ type PublisherConfig struct {
 	Window int
 	// AckTimeout is how long an event waits for its ack before it is sent again (default 10s).
 	AckTimeout time.Duration
+	// Stored, when set, is called on Run's goroutine with each event's call id and kind
+	// once JetStream has acknowledged it; it must not block (the call registry removes
+	// a call's in-flight record once its `ended` is stored).
+	Stored func(id string, kind Kind)
 }
 
 // Publisher is the durable outbox in front of JetStream. Publish enqueues events; Run
@@ -121,6 +126,9 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) error {
 		Header:  nats.Header{jetstream.MsgIDHeader: []string{id}},
 		Data:    data,
 	}
+	if ev.Fingerprint != "" {
+		m.Header.Set(FingerprintHeader, ev.Fingerprint)
+	}
 	if err := p.box.put(ctx, ev.ID, m); err != nil {
 		return fmt.Errorf("publish %s: outbox full: %w", id, err)
 	}
@@ -156,6 +164,7 @@ func (p *Publisher) Flush(ctx context.Context) error {
 // flight is an event sent and awaiting its ack.
 type flight struct {
 	call     string
+	kind     Kind
 	fut      jetstream.PubAckFuture
 	deadline time.Time
 }
@@ -263,7 +272,8 @@ func (r *runner) send(now time.Time) {
 			clear(r.inflight[n:])
 			r.inflight, r.head = r.inflight[:n], 0
 		}
-		r.inflight = append(r.inflight, flight{call: call, fut: fut, deadline: now.Add(p.cfg.AckTimeout)})
+		r.inflight = append(r.inflight, flight{call: call, kind: subjectKind(m.Subject), fut: fut,
+			deadline: now.Add(p.cfg.AckTimeout)})
 	}
 }
 
@@ -278,6 +288,9 @@ func (r *runner) pop() flight {
 func (r *runner) acked() {
 	f := r.pop()
 	r.p.published.Add(1) // before done, which may release Flush
+	if r.p.cfg.Stored != nil {
+		r.p.cfg.Stored(f.call, f.kind)
+	}
 	r.p.box.done(f.call)
 	if r.streak > 0 {
 		r.p.log.Info("event publishing recovered", "failed_sends", r.streak)
@@ -329,6 +342,11 @@ func (r *runner) drainResolved() {
 			return
 		}
 	}
+}
+
+// subjectKind is the kind of an event from its subject invokeari.calls.<id>.<kind>.
+func subjectKind(subject string) Kind {
+	return Kind(subject[strings.LastIndexByte(subject, '.')+1:])
 }
 
 // jetstream.JetStream is what the daemon passes in.

@@ -83,6 +83,7 @@ func EnsureReplicatedStream(ctx context.Context, js StreamManager, maxAge time.D
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      maxAge,
 		Duplicates:  dup,
+		AllowDirect: true, // the call registry's look-ups by subject are direct gets
 	}
 	err := RetryUnavailable(ctx, func(ctx context.Context) error {
 		_, err := js.CreateOrUpdateStream(ctx, cfg)

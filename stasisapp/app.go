@@ -38,15 +38,24 @@ type Publisher interface {
 	Accepting() bool
 }
 
-// Store keeps calls on record across daemon restarts (*events.CallStore implements it).
+// Store is the call registry: it keeps calls in flight on record across daemon restarts
+// and finds ended ones by id (*events.Registry implements it).
 type Store interface {
+	// Save writes the in-flight record of a call.
 	Save(ctx context.Context, c events.StoredCall) error
+	// Load returns the in-flight records of one server and app ("*": any server).
 	Load(ctx context.Context, server, app string) ([]events.StoredCall, error)
 	// LastEvent is the last event of the call stored in the event stream.
 	LastEvent(ctx context.Context, id string) (ev events.Event, found bool, err error)
+	// Ended is the call's `ended` event in the stream and its request's fingerprint.
+	Ended(ctx context.Context, id string) (ev events.Event, fingerprint string, found bool, err error)
+	// Forget removes the in-flight record of a call whose `ended` is stored.
+	Forget(id string)
+	// LastEventTime is when the newest event in the stream was stored (found=false: none).
+	LastEventTime(ctx context.Context) (at time.Time, found bool, err error)
 }
 
-var _ Store = (*events.CallStore)(nil)
+var _ Store = (*events.Registry)(nil)
 
 // Server is one configured Asterisk.
 type Server struct {
@@ -69,6 +78,9 @@ type Config struct {
 	MaxCallDuration time.Duration
 	// Retention is how long a finished call's id is remembered for idempotency (default 15m).
 	Retention time.Duration
+	// MaxFinished bounds how many ended calls are kept in memory (default 20000); an
+	// older id within Retention is looked up in the Store when it is repeated.
+	MaxFinished int
 	// ReconcileGrace is how long past its ring timeout an unanswered call may stay without
 	// a ChannelDestroyed before the App asks Asterisk about it (default 15s).
 	ReconcileGrace time.Duration
@@ -118,7 +130,16 @@ type App struct {
 
 	mu       sync.Mutex
 	active   map[string]*tracked // by call id = channel id
-	finished map[string]*tracked // ended calls kept for idempotency until expiry
+	finished map[string]*tracked // recently ended calls kept for idempotency, at most MaxFinished
+	// finishedOrder lists finished ids oldest first (expiry order): entries from
+	// finishedHead on are live, unless finished no longer holds that id.
+	finishedOrder []finishedEntry
+	finishedHead  int
+	// lookupUntil: until then a new id may be an ended call this App does not hold
+	// (ended before its start, or evicted), so it is looked up in the Store.
+	lookupUntil time.Time
+
+	resumed chan struct{} // closed once the previous run's calls are in the table
 
 	draining  atomic.Bool
 	pubFailed atomic.Uint64   // events Publish refused (only when stopping hard)
@@ -167,6 +188,9 @@ func New(cfg Config) (*App, error) {
 	if cfg.ReconcileGrace <= 0 {
 		cfg.ReconcileGrace = 15 * time.Second
 	}
+	if cfg.MaxFinished <= 0 {
+		cfg.MaxFinished = 20000
+	}
 	if cfg.Dynamic != nil {
 		d := *cfg.Dynamic // defaults go into a copy, not the caller's struct
 		if d.AppName == "" || d.Connect == nil {
@@ -186,6 +210,7 @@ func New(cfg Config) (*App, error) {
 		links:    make(map[string]*link, len(cfg.Servers)),
 		active:   make(map[string]*tracked),
 		finished: make(map[string]*tracked),
+		resumed:  make(chan struct{}),
 	}
 	for _, s := range cfg.Servers {
 		if s.Name == "" || s.AppName == "" || s.ARI == nil {
@@ -208,13 +233,26 @@ func New(cfg Config) (*App, error) {
 }
 
 // Run follows every Asterisk's event stream and sweeps stale calls until ctx ends.
+//
+// The calls a previous run left in flight are resumed while the links connect: their
+// records are read (O(calls in flight)) as the websockets open, and each link handles
+// no event, and is not ready, before they are in the table; then every resumed call is
+// checked with GET /channels/{id} (reconcile).
 func (a *App) Run(ctx context.Context) error {
 	a.runCtx.Store(&ctx)
-	if err := a.resume(ctx); err != nil {
-		return fmt.Errorf("resume calls: %w", err)
-	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	var wg sync.WaitGroup
-	errs := make(chan error, len(a.names)+1)
+	errs := make(chan error, len(a.names)+2)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(a.resumed)
+		if err := a.resume(ctx); err != nil {
+			errs <- fmt.Errorf("resume calls: %w", err)
+			stop()
+		}
+	}()
 	for _, name := range a.names {
 		l := a.link(name)
 		wg.Add(1)
@@ -319,11 +357,14 @@ func (a *App) originate(ctx context.Context, req Request) (res Result, dialled b
 	if a.draining.Load() {
 		return Result{}, false, ErrDraining
 	}
+	if !a.resumeDone() {
+		return Result{}, false, fmt.Errorf("%w: %s (resuming the calls of the previous run)", ErrNotConnected, req.Server)
+	}
 	l, err := a.linkFor(ctx, req)
 	if err != nil {
 		return Result{}, false, err
 	}
-	t, existing, err := a.register(req)
+	t, existing, err := a.register(ctx, req)
 	if err != nil {
 		return Result{}, false, err
 	}
@@ -341,7 +382,14 @@ func (a *App) originate(ctx context.Context, req Request) (res Result, dialled b
 		a.unregister(t)
 		return Result{}, false, ErrBackpressure
 	}
-	if err := a.save(ctx, l, t, nil); err != nil {
+	// The in-flight record is written while POST /channels is on its way; the reply
+	// waits for both. The record does not depend on the channel: a crash before it is
+	// stored leaves a call the caller never got a reply for, and the caller's retry with
+	// the same id finds the channel (409) rather than dialling twice.
+	saved := make(chan error, 1)
+	go func() { saved <- a.save(a.ctx(), l, t, nil) }() // owned here: received below
+	dialErr := a.dial(l, t)
+	if err := <-saved; err != nil {
 		// Events wait in the outbox while NATS is away; the call is dialled and its record
 		// is written by the sweep once the store is back. Until then a daemon crash would
 		// lose it, which the log says.
@@ -350,7 +398,6 @@ func (a *App) originate(ctx context.Context, req Request) (res Result, dialled b
 		t.unsaved = true
 		t.mu.Unlock()
 	}
-	dialErr := a.dial(l, t)
 	res, err = a.await(ctx, t, req.Wait)
 	if dialErr != nil {
 		// ARI refused or was not reached: the call has ended failed (and its `ended` event
@@ -494,17 +541,32 @@ func (a *App) closeIdleLinks(now time.Time, active []*tracked) {
 
 // register claims the call id before anything is sent to Asterisk, so no early event can
 // miss its call. An id already in use returns that call (idempotent repeat) or a conflict.
-func (a *App) register(req Request) (t *tracked, existing bool, err error) {
+// An id this App does not hold may be a call that ended before this App started (or
+// one evicted from memory): while that is possible it is looked up in the Store.
+func (a *App) register(ctx context.Context, req Request) (t *tracked, existing bool, err error) {
 	fp := fingerprint(req)
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	if old := a.active[req.ID]; old != nil {
-		if old.fingerprint != fp {
-			return nil, false, ErrIdempotencyConflict
-		}
-		return old, true, nil
+	t, existing, err = a.registered(req.ID, fp)
+	lookup := !existing && err == nil && a.cfg.Store != nil && time.Now().Before(a.lookupUntil)
+	a.mu.Unlock()
+	if existing || err != nil {
+		return t, existing, err
 	}
-	if old := a.finished[req.ID]; old != nil {
+	var old *tracked
+	if lookup {
+		old, err = a.lookupEnded(ctx, req.ID)
+		if err != nil {
+			// Without the look-up a repeated id could be dialled twice: refuse for now.
+			return nil, false, fmt.Errorf("%w: idempotency look-up of id %s: %w", ErrBackpressure, req.ID, err)
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if t, existing, err = a.registered(req.ID, fp); existing || err != nil {
+		return t, existing, err // registered by a concurrent request meanwhile
+	}
+	if old != nil {
+		a.addFinishedLocked(old)
 		if old.fingerprint != fp {
 			return nil, false, ErrIdempotencyConflict
 		}
@@ -513,6 +575,21 @@ func (a *App) register(req Request) (t *tracked, existing bool, err error) {
 	t = newTracked(req, fp)
 	a.active[req.ID] = t
 	return t, false, nil
+}
+
+// registered returns the call id holds (in flight or recently ended); a.mu must be held.
+func (a *App) registered(id, fp string) (t *tracked, existing bool, err error) {
+	old := a.active[id]
+	if old == nil {
+		old = a.finished[id]
+	}
+	if old == nil {
+		return nil, false, nil
+	}
+	if old.fingerprint != fp {
+		return nil, false, ErrIdempotencyConflict
+	}
+	return old, true, nil
 }
 
 // unregister forgets a call that was refused before anything reached Asterisk.
@@ -687,6 +764,9 @@ func (a *App) await(ctx context.Context, t *tracked, wait Wait) (Result, error) 
 // applyLocked publishes changes and wakes waiters; t.mu must be held. Publishing happens
 // under the call's lock so the per-call order of events is the order of changes.
 func (a *App) applyLocked(t *tracked, changes []Change) {
+	if t.lastKind != "" {
+		changes = newKinds(changes, t.lastKind) // a resumed call: the previous run published those
+	}
 	if len(changes) == 0 {
 		return
 	}
@@ -717,6 +797,7 @@ func (a *App) publishLocked(t *tracked, rec events.Call, kind events.Kind, at ti
 	if kind == events.Ended {
 		ev.Outcome, ev.Reason = rec.Outcome, rec.Reason
 		ev.Call = &rec
+		ev.Fingerprint = t.fingerprint
 	}
 	if err := a.cfg.Publisher.Publish(a.ctx(), ev); err != nil {
 		// Only a stopping daemon gets here; the event stays unpublished and says so.
@@ -730,7 +811,7 @@ func (a *App) finish(t *tracked, rec events.Call) {
 	t.expires = time.Now().Add(a.cfg.Retention)
 	a.mu.Lock()
 	delete(a.active, t.req.ID)
-	a.finished[t.req.ID] = t
+	a.addFinishedLocked(t)
 	a.wakeIdleLocked()
 	a.mu.Unlock()
 	if t.req.Release != nil {
@@ -739,8 +820,8 @@ func (a *App) finish(t *tracked, rec events.Call) {
 	if a.cfg.Hooks.Ended != nil {
 		a.cfg.Hooks.Ended(t.req, rec)
 	}
-	// No Store write here: the `ended` event in the stream is the record of the end
-	// (resume reads it back), so the KV entry keeps only what was true before the dial.
+	// No Store write here: the `ended` event in the stream is the record of the end, and
+	// once JetStream has stored it the registry removes the in-flight record.
 	a.log.Info("call ended", "call_id", rec.ID, "server", rec.Server, "outcome", rec.Outcome,
 		"cause", rec.Cause, "sip_code", rec.SIPCode, "dialstatus", rec.DialStatus, "reason", rec.Reason)
 }
@@ -842,12 +923,21 @@ type linkHandler struct {
 	link *link
 }
 
-func (h *linkHandler) HandleEvent(_ context.Context, ev ari.Event) { h.app.handleEvent(h.link, ev) }
+// HandleEvent handles one event once the previous run's calls are in the table (an
+// event of a resumed call must find it).
+func (h *linkHandler) HandleEvent(ctx context.Context, ev ari.Event) {
+	if h.app.waitResumed(ctx) {
+		h.app.handleEvent(h.link, ev)
+	}
+}
 
 func (h *linkHandler) Connected(ctx context.Context, reconnect bool) {
 	l := h.link
-	l.replaced.Store(false)
 	a := h.app
+	if !a.waitResumed(ctx) {
+		return
+	}
+	l.replaced.Store(false)
 	a.log.Info("ARI websocket connected", "server", l.Name, "app", l.AppName, "reconnect", reconnect)
 	l.connected.Store(true)
 	if l.dynamic {

@@ -162,6 +162,16 @@ func (s *memStore) LastEvent(context.Context, string) (events.Event, bool, error
 	return events.Event{}, false, nil
 }
 
+func (s *memStore) Ended(context.Context, string) (events.Event, string, bool, error) {
+	return events.Event{}, "", false, nil
+}
+
+func (s *memStore) Forget(string) {}
+
+func (s *memStore) LastEventTime(context.Context) (time.Time, bool, error) {
+	return time.Time{}, false, nil
+}
+
 // A call on a dynamic server still in flight when the daemon restarted cannot be
 // followed (its credentials were never stored): it ends unknown with the reason.
 func TestResumedDynamicCallEndsUnknown(t *testing.T) {

@@ -3,7 +3,9 @@ package stasisapp
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/invokeari/invokeari/events"
@@ -42,45 +44,104 @@ func kindRank(k events.Kind) int {
 	return 0
 }
 
-// resume loads the calls a previous run of this daemon recorded: ended ones keep their
-// idempotency keys until retention passes (and their `ended` event is published if the
-// previous run died before it was stored); calls still in flight are checked with
-// Asterisk once the link connects.
+// newKinds keeps the changes of kinds after last (those a previous run had not published).
+func newKinds(changes []Change, last events.Kind) []Change {
+	kept := changes[:0]
+	for _, c := range changes {
+		if kindRank(c.Kind) > kindRank(last) {
+			kept = append(kept, c)
+		}
+	}
+	return kept
+}
+
+// resumeDone reports whether the previous run's calls are in the table.
+func (a *App) resumeDone() bool {
+	select {
+	case <-a.resumed:
+		return true
+	default:
+		return false
+	}
+}
+
+// waitResumed waits until the previous run's calls are in the table; false if ctx ended first.
+func (a *App) waitResumed(ctx context.Context) bool {
+	select {
+	case <-a.resumed:
+		return ctx.Err() == nil
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// resumeWorkers bounds the concurrent look-ups of resumed calls' last events.
+const resumeWorkers = 16
+
+// resume puts the calls a previous run left in flight back in the table: only the
+// registry's in-flight records are read, so this costs O(calls in flight) whatever the
+// history. A record whose call's `ended` is already stored is removed (the previous run
+// died before it could); a record with a final record the previous run decided has its
+// `ended` published; the others are checked with Asterisk once the link connects.
+// Ended calls are not loaded: a repeated id is looked up when it comes (register).
 func (a *App) resume(ctx context.Context) error {
 	if a.cfg.Store == nil {
 		return nil
 	}
-	for _, name := range a.names {
-		l := a.link(name)
-		stored, err := a.cfg.Store.Load(ctx, l.Name, l.AppName)
-		if err != nil {
-			return err
-		}
-		for _, sc := range stored {
-			if err := a.resumeOne(ctx, l.Name, sc); err != nil {
-				return fmt.Errorf("call %s: %w", sc.ID, err)
-			}
-		}
-	}
-	if a.cfg.Dynamic == nil {
-		return nil
-	}
-	// Calls on dynamic servers: their names are not known in advance, so every server's
-	// calls of the dynamic app are listed ("*" is a wildcard for the store) and those of
-	// dynamic servers kept.
-	stored, err := a.cfg.Store.Load(ctx, "*", a.cfg.Dynamic.AppName)
+	last, found, err := a.cfg.Store.LastEventTime(ctx)
 	if err != nil {
 		return err
 	}
-	for _, sc := range stored {
-		if !IsDynamicName(sc.Server) {
-			continue
+	if found {
+		until := last.Add(a.cfg.Retention) // ended calls of earlier runs are at most this old
+		a.mu.Lock()
+		if until.After(a.lookupUntil) {
+			a.lookupUntil = until
 		}
-		if err := a.resumeOne(ctx, sc.Server, sc); err != nil {
-			return fmt.Errorf("call %s: %w", sc.ID, err)
+		a.mu.Unlock()
+	}
+	var stored []events.StoredCall
+	for _, name := range a.names {
+		l := a.link(name)
+		sc, err := a.cfg.Store.Load(ctx, l.Name, l.AppName)
+		if err != nil {
+			return err
+		}
+		stored = append(stored, sc...)
+	}
+	if a.cfg.Dynamic != nil {
+		// Calls on dynamic servers: their names are not known in advance, so every server's
+		// calls of the dynamic app are listed ("*" is a wildcard for the store) and those of
+		// dynamic servers kept.
+		sc, err := a.cfg.Store.Load(ctx, "*", a.cfg.Dynamic.AppName)
+		if err != nil {
+			return err
+		}
+		for _, c := range sc {
+			if IsDynamicName(c.Server) {
+				stored = append(stored, c)
+			}
 		}
 	}
-	return nil
+	if len(stored) > 0 {
+		a.log.Info("resuming calls recorded by a previous run", "calls", len(stored))
+	}
+	errs := make([]error, len(stored))
+	sem := make(chan struct{}, resumeWorkers)
+	var wg sync.WaitGroup
+	for i, sc := range stored {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() { // bounded by sem; waited for below
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := a.resumeOne(ctx, sc.Server, sc); err != nil {
+				errs[i] = fmt.Errorf("call %s: %w", sc.ID, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // resumeOne restores one stored call of server.
@@ -107,15 +168,18 @@ func (a *App) resumeOne(ctx context.Context, server string, sc events.StoredCall
 		if ended.EndedAt != nil {
 			t.expires = ended.EndedAt.Add(a.cfg.Retention)
 		}
+		if found && last.Event == events.Ended {
+			a.cfg.Store.Forget(sc.ID) // the previous run died before it removed the record
+		} else {
+			// The previous run decided the outcome but died before the event was stored;
+			// once it is, the record is removed.
+			a.publishFinal(t, *ended)
+		}
 		if time.Now().After(t.expires) {
 			return nil
 		}
-		if !found || last.Event != events.Ended {
-			// The previous run decided the outcome but died before the event was stored.
-			a.publishFinal(t, *ended)
-		}
 		a.mu.Lock()
-		a.finished[sc.ID] = t
+		a.addFinishedLocked(t)
 		a.mu.Unlock()
 		return nil
 	}
@@ -137,6 +201,84 @@ func (a *App) resumeOne(ctx context.Context, server string, sc events.StoredCall
 	return nil
 }
 
+// lookupEnded asks the Store for an ended call id this App does not hold; nil when
+// there is none within Retention.
+func (a *App) lookupEnded(ctx context.Context, id string) (*tracked, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ev, fp, found, err := a.cfg.Store.Ended(ctx, id)
+	if err != nil || !found || ev.Call == nil {
+		return nil, err
+	}
+	req := Request{ID: id, Key: ev.Key}
+	if r := ev.Request; r != nil {
+		req.Server, req.Endpoint, req.Context, req.Extension = r.Server, r.Destination, r.Context, r.Extension
+		req.Timeout, req.CallerID, req.Variables = time.Duration(r.TimeoutSec)*time.Second, r.CallerID, r.Variables
+		req.Wait, req.Door = Wait(r.Wait), r.Door
+	}
+	if fp == "" { // an event written before the fingerprint header existed
+		fp = fingerprint(req)
+	}
+	t := newTracked(req, fp)
+	rec := *ev.Call
+	t.final, t.ended, t.seq, t.lastKind = &rec, true, ev.Seq, events.Ended
+	t.expires = ev.Time.Add(a.cfg.Retention)
+	if rec.EndedAt != nil {
+		t.expires = rec.EndedAt.Add(a.cfg.Retention)
+	}
+	if time.Now().After(t.expires) {
+		return nil, nil // past the retention: the id may be used again
+	}
+	t.stepLocked("ended before this daemon started: found in the event stream", 0)
+	return t, nil
+}
+
+// finishedEntry is one id in the App's expiry queue of finished calls.
+type finishedEntry struct {
+	id string
+	t  *tracked
+}
+
+// addFinishedLocked records an ended call for idempotency, evicting the oldest beyond
+// MaxFinished (an evicted id is then looked up in the Store); a.mu must be held.
+func (a *App) addFinishedLocked(t *tracked) {
+	a.finished[t.req.ID] = t
+	a.finishedOrder = append(a.finishedOrder, finishedEntry{id: t.req.ID, t: t})
+	for len(a.finished) > a.cfg.MaxFinished && a.finishedHead < len(a.finishedOrder) {
+		e := a.popFinishedLocked()
+		if a.cfg.Store != nil && e.t.expires.After(a.lookupUntil) {
+			a.lookupUntil = e.t.expires
+		}
+	}
+}
+
+// expireFinishedLocked forgets finished calls past their retention; a.mu must be held.
+func (a *App) expireFinishedLocked(now time.Time) {
+	for a.finishedHead < len(a.finishedOrder) {
+		e := a.finishedOrder[a.finishedHead]
+		if a.finished[e.id] == e.t && !now.After(e.t.expires) {
+			return
+		}
+		a.popFinishedLocked()
+	}
+}
+
+// popFinishedLocked removes the oldest entry of the queue (and its call, if still held).
+func (a *App) popFinishedLocked() finishedEntry {
+	e := a.finishedOrder[a.finishedHead]
+	a.finishedOrder[a.finishedHead] = finishedEntry{}
+	a.finishedHead++
+	if a.finished[e.id] == e.t {
+		delete(a.finished, e.id)
+	}
+	if a.finishedHead > 1024 && 2*a.finishedHead >= len(a.finishedOrder) {
+		n := copy(a.finishedOrder, a.finishedOrder[a.finishedHead:])
+		clear(a.finishedOrder[n:])
+		a.finishedOrder, a.finishedHead = a.finishedOrder[:n], 0
+	}
+	return e
+}
+
 // publishFinal publishes the `ended` event of a call whose outcome a previous run decided
 // (t is not yet visible to anything else, so its lock is not needed).
 func (a *App) publishFinal(t *tracked, rec events.Call) {
@@ -155,12 +297,6 @@ func (a *App) adoptSnapshot(t *tracked, ch ari.Channel) {
 	snap.Type, snap.Channel = "ChannelStateChange", ch
 	snap.Timestamp = ari.Time{Time: time.Now()}
 	changes = append(changes, t.call.Apply(snap)...)
-	kept := changes[:0]
-	for _, c := range changes {
-		if kindRank(c.Kind) > kindRank(t.lastKind) {
-			kept = append(kept, c)
-		}
-	}
 	t.resumed = false
-	a.applyLocked(t, kept)
+	a.applyLocked(t, changes) // kinds the previous run published are left out there
 }

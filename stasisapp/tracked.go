@@ -139,11 +139,7 @@ func (a *App) sweep(ctx context.Context) {
 		case now := <-tick.C:
 			var stale []*tracked
 			a.mu.Lock()
-			for id, t := range a.finished {
-				if now.After(t.expires) {
-					delete(a.finished, id)
-				}
-			}
+			a.expireFinishedLocked(now)
 			for _, t := range a.active {
 				stale = append(stale, t)
 			}

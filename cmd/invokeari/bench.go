@@ -293,7 +293,7 @@ func (b *bench) overhead(ctx context.Context, direct *directARI, door *daemonHTT
 // before each POST /channels (events.CallStore.Save, a JetStream KV put on the daemon's
 // embedded NATS), to show how much of the overhead it is.
 func (b *bench) storeDiag(ctx context.Context, js jetstream.JetStream, n int, gap time.Duration) error {
-	store, err := events.OpenCallStore(ctx, js, callStoreTTL)
+	store, err := events.OpenRegistry(ctx, js, events.RegistryConfig{Owner: "benchdiag", MaxAge: callStoreTTL})
 	if err != nil {
 		return err
 	}

@@ -72,3 +72,11 @@ func (m *metrics) registerLease(l *events.Lease) {
 			func() float64 { return float64(l.State().Lapses) }),
 	)
 }
+
+// openRegistry opens the call registry with this instance as the owner of its records.
+func openRegistry(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*events.Registry, error) {
+	ctx, cancel := context.WithTimeout(ctx, clusterWait)
+	defer cancel()
+	return events.OpenRegistry(ctx, js, events.RegistryConfig{Owner: cfg.InstanceID, MaxAge: callStoreTTL,
+		Logger: log.With("component", "registry"), Replicas: cfg.NATS.Replicas})
+}

@@ -135,8 +135,8 @@ func orDefault(s, def string) string {
 	return s
 }
 
-// callStoreTTL bounds how long a call stays on record for restarts and idempotency:
-// longer than any call plus the idempotency retention.
+// callStoreTTL bounds how long an in-flight record may stay in the call registry:
+// longer than any call.
 const callStoreTTL = 24 * time.Hour
 
 // daemon holds what serve started, for ordered shutdown.
@@ -246,13 +246,12 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	if err != nil {
 		return err
 	}
-	pub := events.NewPublisher(js, events.PublisherConfig{Logger: log.With("component", "publisher")})
-	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	store, err := events.OpenCallStore(sctx, js, callStoreTTL)
-	cancel()
+	store, err := openRegistry(ctx, js, cfg, log)
 	if err != nil {
 		return err
 	}
+	pub := events.NewPublisher(js, events.PublisherConfig{Logger: log.With("component", "publisher"),
+		Stored: store.EventStored})
 
 	// Asterisk links.
 	var servers []stasisapp.Server
@@ -307,6 +306,7 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	defer stopLease()
 	start("publisher", pub.Run, pubCtx)
 	start("lease", lease.Run, leaseCtx)
+	start("registry", store.Run, pubCtx)
 	start("stasisapp", app.Run, appCtx)
 
 	// Front doors.

@@ -7,7 +7,7 @@ export GOEXPERIMENT ?= jsonv2
 PKGS    := ./...
 BIN     := bin/invokeari
 
-.PHONY: run build test check bench fuzz faults clean
+.PHONY: run build test check bench fuzz faults clean cluster-demo
 
 ## run: start the daemon on the embedded defaults (embedded NATS + built-in Asterisk simulator)
 run:
@@ -42,6 +42,11 @@ fuzz:
 ## faults: the full fault-injection suite with its table
 faults:
 	$(GO) test -race -count=1 -timeout 30m ./cmd/invokeari -run TestFaults -v -args -faults.full
+
+## cluster-demo: two daemons sharing calls on a three-node NATS cluster, with the simulator,
+## all on 127.0.0.1 (README "Running several daemons"); stops after CLUSTER_DEMO_SECONDS or Ctrl-C
+cluster-demo: build
+	./scripts/cluster-demo.sh
 
 clean:
 	rm -rf bin data

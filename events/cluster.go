@@ -42,7 +42,8 @@ func RetryUnavailable(ctx context.Context, f func(ctx context.Context) error) er
 func temporarilyUnavailable(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
-		return apiErr.Code == 503
+		// 10005: the cluster does not know enough peers for the replicas yet.
+		return apiErr.Code == 503 || apiErr.ErrorCode == jetstream.ErrorCode(10005)
 	}
 	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
 		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||

@@ -42,6 +42,8 @@ type tracked struct {
 	lastKind events.Kind  // last event kind the previous run published
 	final    *events.Call // final record decided by the previous run
 
+	adoptedFrom string // instance id of the dead owner this call was adopted from
+
 	ariStatus    int
 	ariBody      any
 	transportErr string

@@ -11,6 +11,7 @@ import (
 
 	"github.com/invokeari/invokeari/events"
 	"github.com/invokeari/invokeari/events/natsrv"
+	"github.com/invokeari/invokeari/stasisapp"
 )
 
 // clusterWait bounds how long a starting daemon waits for its NATS cluster to have a
@@ -77,6 +78,60 @@ func (m *metrics) registerLease(l *events.Lease) {
 func openRegistry(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*events.Registry, error) {
 	ctx, cancel := context.WithTimeout(ctx, clusterWait)
 	defer cancel()
-	return events.OpenRegistry(ctx, js, events.RegistryConfig{Owner: cfg.InstanceID, MaxAge: callStoreTTL,
-		Logger: log.With("component", "registry"), Replicas: cfg.NATS.Replicas})
+	var reg *events.Registry
+	// Each try has its own deadline: on a forming cluster a request may get no answer.
+	err := events.RetryUnavailable(ctx, func(ctx context.Context) error {
+		var err error
+		reg, err = events.OpenRegistry(ctx, js, events.RegistryConfig{Owner: cfg.InstanceID, MaxAge: callStoreTTL,
+			Logger: log.With("component", "registry"), Replicas: cfg.NATS.Replicas})
+		return err
+	})
+	return reg, err
+}
+
+// idClaimTTL is how long a claimed call id is kept: longer than any call plus the
+// idempotency retention, so a repeated id is never dialled by another daemon.
+const idClaimTTL = 2 * time.Hour
+
+// clusterConfig wires scale-out into the Stasis app when cluster.enabled is set.
+func clusterConfig(ctx context.Context, js jetstream.JetStream, cfg Config, lease *events.Lease,
+	reg *events.Registry) (*stasisapp.ClusterConfig, error) {
+	if !cfg.Cluster.Enabled {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, clusterWait)
+	defer cancel()
+	ids, err := events.OpenIDClaims(ctx, js, idClaimTTL, cfg.NATS.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	return &stasisapp.ClusterConfig{Instance: cfg.InstanceID, IDs: ids, Peers: lease, Records: reg, Events: reg,
+		LeaseTTL: lease.TTL(), AdoptRate: cfg.Cluster.AdoptRate, AdoptWorkers: cfg.Cluster.AdoptWorkers}, nil
+}
+
+// registerCluster adds the ownership and adoption gauges.
+func (m *metrics) registerCluster(app *stasisapp.App) {
+	if _, ok := app.ClusterStatus(); !ok {
+		return
+	}
+	status := func(f func(stasisapp.ClusterStatus) float64) func() float64 {
+		return func() float64 {
+			st, _ := app.ClusterStatus()
+			return f(st)
+		}
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "invokeari_calls_adopted_in_flight",
+			Help: "Calls in flight this daemon adopted from a peer whose lease lapsed."},
+			status(func(st stasisapp.ClusterStatus) float64 { return float64(st.AdoptedLive) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "invokeari_calls_adopted_total",
+			Help: "Calls this daemon adopted from peers whose lease lapsed."},
+			status(func(st stasisapp.ClusterStatus) float64 { return float64(st.AdoptedTotal) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "invokeari_adoptions_lost_total",
+			Help: "Adoptions another survivor won (its claim on the record came first)."},
+			status(func(st stasisapp.ClusterStatus) float64 { return float64(st.ClaimsLost) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "invokeari_peers_alive",
+			Help: "Daemons (this one included) whose lease is held, as last seen."},
+			status(func(st stasisapp.ClusterStatus) float64 { return float64(len(st.Peers)) })),
+	)
 }

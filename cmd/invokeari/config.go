@@ -32,6 +32,16 @@ type Config struct {
 	// InstanceIDFile keeps the derived instance id across restarts (default
 	// <dir of nats.embedded.store_dir>/instance-id).
 	InstanceIDFile string `yaml:"instance_id_file"`
+	// Cluster shares calls between several daemons on one NATS (cluster).
+	Cluster ClusterMode `yaml:"cluster"`
+}
+
+// ClusterMode turns on scale-out: call ids claimed across daemons (one dial per id) and
+// a dead daemon's calls adopted by a survivor.
+type ClusterMode struct {
+	Enabled      bool    `yaml:"enabled"`
+	AdoptRate    float64 `yaml:"adopt_rate"`    // adoptions started per second at most (default 50)
+	AdoptWorkers int     `yaml:"adopt_workers"` // adoptions under way at most (default 8)
 }
 
 // HTTPConfig is the HTTP front door's listener.
@@ -231,6 +241,9 @@ func (c *Config) Validate() error {
 	}
 	if c.InstanceID != "" && !validInstanceID(c.InstanceID) {
 		errs = append(errs, fmt.Errorf("instance_id: %q must be 1-64 of [A-Za-z0-9_-]", c.InstanceID))
+	}
+	if c.Cluster.AdoptRate < 0 || c.Cluster.AdoptWorkers < 0 {
+		errs = append(errs, errors.New("cluster.adopt_rate/adopt_workers: must not be negative"))
 	}
 	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("nats.replicas: %d is not 1 to 5", c.NATS.Replicas))

@@ -277,14 +277,19 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 			return err
 		}
 	}
+	cluster, err := clusterConfig(ctx, js, cfg, lease, store)
+	if err != nil {
+		return err
+	}
 	app, err := stasisapp.New(stasisapp.Config{Servers: servers, Publisher: pub, Store: store,
-		Logger: log.With("component", "stasisapp"), Hooks: m.hooks(), Dynamic: dynamic})
+		Logger: log.With("component", "stasisapp"), Hooks: m.hooks(), Dynamic: dynamic, Cluster: cluster})
 	if err != nil {
 		return err
 	}
 	ready := &readiness{app: app, nc: nc, demo: demo, lease: lease}
 	m.register(app, pub, clients)
 	m.registerLease(lease)
+	m.registerCluster(app)
 
 	// Background services, each with its own context so shutdown can go in order.
 	var wg sync.WaitGroup
@@ -416,6 +421,9 @@ func (r *readiness) Ready() (bool, any) {
 	if r.lease != nil {
 		detail["instance_id"] = r.lease.Instance()
 		detail["lease"] = r.lease.State()
+	}
+	if st, ok := r.app.ClusterStatus(); ok {
+		detail["cluster"] = st
 	}
 	if r.demo {
 		detail["simulator"] = "DEMO MODE: Asterisk is the built-in simulator, not a real PBX"

@@ -1,0 +1,464 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/invokeari/invokeari/bridge/natsdoor"
+	"github.com/invokeari/invokeari/events"
+	"github.com/invokeari/invokeari/events/natstest"
+	"github.com/invokeari/invokeari/stasisapp/sim"
+)
+
+// The cluster cases: a real 3-node NATS cluster (JetStream, R3) in this process, two
+// invokeari daemons as child processes with cluster.enabled, and the simulated Asterisk.
+
+// clusterEndpoints are the far ends of the cluster cases.
+func clusterEndpoints() map[string]sim.Behavior {
+	return map[string]sim.Behavior{
+		"PJSIP/c-busy":    {Result: sim.Busy},
+		"PJSIP/c-decline": {Result: sim.Decline, RingAfter: 20 * time.Millisecond, RingFor: 300 * time.Millisecond},
+		"PJSIP/c-answer":  {Result: sim.Answer, RingAfter: 20 * time.Millisecond, AnswerAfter: 200 * time.Millisecond},
+		"PJSIP/c-ring":    {Result: sim.RingForever, RingAfter: 20 * time.Millisecond},
+		"PJSIP/c-late":    {Result: sim.Answer, RingAfter: 20 * time.Millisecond, AnswerAfter: 7 * time.Second},
+	}
+}
+
+// clusterCall is one call a cluster case places and the outcome it must end with.
+type clusterCall struct {
+	id, d, c, e string
+	t           int
+	want        events.Outcome
+}
+
+func (c clusterCall) form(wait string) url.Values {
+	return url.Values{"d": {c.d}, "c": {c.c}, "e": {c.e}, "t": {fmt.Sprint(c.t)}, "wait": {wait}, "id": {c.id}}
+}
+
+// clusterEnv is the world of a cluster case.
+type clusterEnv struct {
+	t       *testing.T
+	dir     string
+	nats    *natstest.Cluster
+	sim     *sim.Server
+	client  *http.Client
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	watch   *eventWatch
+	daemons map[string]*clusterDaemon
+}
+
+// clusterDaemon is one daemon of the cluster (restartable on the same config).
+type clusterDaemon struct {
+	name    string
+	cfgPath string
+	proc    *childProc
+	base    string
+	starts  int
+}
+
+func newClusterEnv(t *testing.T, names ...string) *clusterEnv {
+	t.Helper()
+	e := &clusterEnv{t: t, dir: t.TempDir(), client: &http.Client{Timeout: 30 * time.Second},
+		daemons: map[string]*clusterDaemon{}}
+	e.nats = natstest.StartCluster(t, 3)
+	e.nc, e.js = e.nats.Connect(t)
+	e.watch = newEventWatch(t, e.nc)
+	ctx := map[string][]string{"sink": {"s"}}
+	for k, v := range DemoContexts() {
+		ctx[k] = v
+	}
+	e.sim = sim.New(sim.Config{Username: testARIUser, Password: testARIPass, Endpoints: clusterEndpoints(), Contexts: ctx})
+	if err := e.sim.Start(context.Background()); err != nil {
+		t.Fatalf("start simulator: %v", err)
+	}
+	t.Cleanup(func() { _ = e.sim.Close() })
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, n := range names {
+			for i := 1; i <= e.daemons[n].starts; i++ {
+				b, _ := os.ReadFile(filepath.Join(e.dir, fmt.Sprintf("%s-%d.log", n, i)))
+				var keep []string
+				for l := range strings.SplitSeq(string(b), "\n") {
+					if strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) {
+						keep = append(keep, l)
+					}
+				}
+				t.Logf("--- %s-%d warnings and errors:\n%s", n, i, tail([]byte(strings.Join(keep, "\n")), 4000))
+			}
+		}
+	})
+	for _, n := range names {
+		dir := filepath.Join(e.dir, n)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		d := &clusterDaemon{name: n, cfgPath: writeTestConfig(t, dir, testConfig{simURL: e.sim.URL(), natsURL: e.nats.URL(),
+			app: "invokeari-" + n, natsExtra: "replicas: 3", wait: "accepted",
+			limits: "drain_timeout: 5s, max_in_flight: 5000", logLevel: "info", extra: "cluster: {enabled: true}\n"})}
+		e.daemons[n] = d
+		e.start(n)
+	}
+	return e
+}
+
+// start (re)starts daemon n and waits until it is ready.
+func (e *clusterEnv) start(n string) {
+	e.t.Helper()
+	d := e.daemons[n]
+	d.starts++
+	d.proc, d.base = startChild(e.t, e.client, d.cfgPath, filepath.Join(e.dir, fmt.Sprintf("%s-%d", n, d.starts)))
+}
+
+// kill SIGKILLs daemon n and waits until it is gone.
+func (e *clusterEnv) kill(n string) time.Time {
+	e.t.Helper()
+	p := e.daemons[n].proc
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		e.t.Fatalf("kill %s: %v", n, err)
+	}
+	<-p.done
+	return time.Now()
+}
+
+// post places c through daemon n's HTTP door and returns the status and decoded reply.
+func (e *clusterEnv) post(n string, c clusterCall, wait string) (int, map[string]any) {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.daemons[n].base+"/v2/invokeARI", strings.NewReader(c.form(wait).Encode()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-API-Key", testAPIKey)
+	resp, err := e.client.Do(req)
+	if err != nil {
+		return 0, map[string]any{"error": err.Error()}
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	return resp.StatusCode, body
+}
+
+// request places c through the NATS door (queue group: any daemon) and returns the
+// status header and decoded reply.
+func (e *clusterEnv) request(c clusterCall, wait string) (string, map[string]any) {
+	body, _ := json.Marshal(map[string]any{"d": c.d, "c": c.c, "e": c.e, "t": c.t, "wait": wait, "id": c.id})
+	m := nats.NewMsg(natsdoor.Subject)
+	m.Header.Set("X-API-Key", testAPIKey)
+	m.Data = body
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := e.nc.RequestMsgWithContext(ctx, m)
+	if err != nil {
+		return "", map[string]any{"error": err.Error()}
+	}
+	var out map[string]any
+	_ = json.Unmarshal(res.Data, &out)
+	return res.Header.Get(natsdoor.StatusHeader), out
+}
+
+// status reads daemon n's /readyz detail.
+func (e *clusterEnv) status(n string) map[string]any {
+	e.t.Helper()
+	resp, err := e.client.Get(e.daemons[n].base + "/readyz")
+	if err != nil {
+		e.t.Fatalf("readyz of %s: %v", n, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if err := json.Unmarshal(b, &out); err != nil {
+		e.t.Fatalf("readyz of %s: %v: %s", n, err, b)
+	}
+	d, _ := out["detail"].(map[string]any)
+	return d
+}
+
+// clusterNumber reads a number from the cluster part of daemon n's /readyz.
+func (e *clusterEnv) clusterNumber(n, field string) float64 {
+	c, _ := e.status(n)["cluster"].(map[string]any)
+	v, _ := c[field].(float64)
+	return v
+}
+
+// stream reads INVOKEARI_CALLS until every id has its `ended` and then quiet passes
+// without a new event (late duplicates would show).
+func (e *clusterEnv) stream(ids []string, limit time.Duration) *streamLog {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var cons jetstream.Consumer
+	err := events.RetryUnavailable(ctx, func(ctx context.Context) error {
+		var err error
+		cons, err = e.js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{events.SubjectPrefix + ".>"}})
+		return err
+	})
+	if err != nil {
+		e.t.Fatalf("stream consumer: %v", err)
+	}
+	s := &streamLog{cons: cons, byID: map[string][]events.Event{}}
+	s.readUntil(e.t, func() bool {
+		for _, id := range ids {
+			if s.endedCount(id) == 0 {
+				return false
+			}
+		}
+		return true
+	}, 2*time.Second, limit)
+	return s
+}
+
+// judge checks every call ended exactly once with its true outcome, in gapless order,
+// and was dialled once.
+func (e *clusterEnv) judge(calls []clusterCall, s *streamLog) {
+	e.t.Helper()
+	dialled := originatesByID(e.sim)
+	for _, c := range calls {
+		evs := s.byID[c.id]
+		if n := s.endedCount(c.id); n != 1 {
+			e.t.Errorf("call %s: %d ended events, want exactly 1 (events %v)", c.id, n, kindsOf(evs))
+			continue
+		}
+		for i, ev := range evs {
+			if ev.Seq != uint64(i+1) {
+				e.t.Errorf("call %s: event %d has seq %d (events %v)", c.id, i+1, ev.Seq, kindsOf(evs))
+				break
+			}
+		}
+		last := evs[len(evs)-1]
+		if last.Event != events.Ended || last.Outcome != c.want {
+			e.t.Errorf("call %s (%s): ended %s/%s (%q), want outcome %s", c.id, c.d, last.Event, last.Outcome, last.Reason, c.want)
+		}
+		if n := len(dialled[c.id]); n != 1 {
+			e.t.Errorf("call %s dialled %d times (apps %v), want once", c.id, n, dialled[c.id])
+		}
+	}
+}
+
+func kindsOf(evs []events.Event) []string {
+	out := make([]string, len(evs))
+	for i, ev := range evs {
+		out[i] = fmt.Sprintf("%d:%s", ev.Seq, ev.Event)
+	}
+	return out
+}
+
+// TestClusterSpreadAndOneDialPerID: calls spread over two daemons through both doors end
+// once each with their true outcomes; the same id sent to both daemons at once is
+// dialled once and both replies describe that one call.
+func TestClusterSpreadAndOneDialPerID(t *testing.T) {
+	e := newClusterEnv(t, "a", "b")
+	kinds := []clusterCall{
+		{d: "PJSIP/c-busy", c: "from-internal", e: "100", t: 10, want: events.Busy},
+		{d: "PJSIP/c-decline", c: "from-internal", e: "100", t: 10, want: events.Rejected},
+		{d: "PJSIP/c-answer", c: "from-internal", e: "100", t: 10, want: events.Completed},
+	}
+	var calls []clusterCall
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var failures []string
+	fail := func(format string, args ...any) {
+		mu.Lock()
+		failures = append(failures, fmt.Sprintf(format, args...))
+		mu.Unlock()
+	}
+	for i := range 30 {
+		c := kinds[i%len(kinds)]
+		c.id = fmt.Sprintf("spread-%02d", i)
+		calls = append(calls, c)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			switch i % 3 {
+			case 0, 1:
+				n := []string{"a", "b"}[i%3]
+				if code, body := e.post(n, c, "end"); code != 200 {
+					fail("%s via HTTP %s: %d %v", c.id, n, code, body)
+				}
+			default:
+				if code, body := e.request(c, "end"); code != "200" {
+					fail("%s via NATS: %s %v", c.id, code, body)
+				}
+			}
+		}()
+	}
+	// The same id to both daemons at once.
+	type reply struct {
+		code int
+		body map[string]any
+	}
+	dup := make([][2]reply, 5)
+	for i := range dup {
+		c := kinds[2]
+		c.id = fmt.Sprintf("twice-%d", i)
+		calls = append(calls, c)
+		for j, n := range []string{"a", "b"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				code, body := e.post(n, c, "end")
+				dup[i][j] = reply{code, body}
+			}()
+		}
+	}
+	wg.Wait()
+	for _, f := range failures {
+		t.Error(f)
+	}
+	for i, pair := range dup {
+		var outs [2]string
+		for j, r := range pair {
+			call, _ := r.body["call"].(map[string]any)
+			if r.code != 200 || call["id"] != fmt.Sprintf("twice-%d", i) {
+				t.Errorf("twice-%d reply %d: %d %v", i, j, r.code, r.body)
+			}
+			outs[j], _ = call["outcome"].(string)
+		}
+		if outs[0] != string(events.Completed) || outs[1] != outs[0] {
+			t.Errorf("twice-%d: outcomes %q and %q, want both completed", i, outs[0], outs[1])
+		}
+	}
+	ids := make([]string, len(calls))
+	for i, c := range calls {
+		ids[i] = c.id
+	}
+	e.judge(calls, e.stream(ids, 30*time.Second))
+	apps := map[string]int{}
+	for _, id := range ids {
+		for _, app := range originatesByID(e.sim)[id] {
+			apps[app]++
+		}
+	}
+	if apps["invokeari-a"] == 0 || apps["invokeari-b"] == 0 {
+		t.Errorf("dials per app %v, want both daemons to have placed calls", apps)
+	}
+}
+
+// TestClusterDaemonKilledCallsAdopted: a daemon is SIGKILLed with calls ringing and
+// talking; the survivor adopts every one within about a lease TTL and follows each to
+// its true outcome, published once. The killed daemon comes back while adopted calls
+// are still in flight and leaves them alone.
+func TestClusterDaemonKilledCallsAdopted(t *testing.T) {
+	e := newClusterEnv(t, "a", "b")
+	var calls []clusterCall
+	add := func(prefix string, n int, c clusterCall) {
+		for i := range n {
+			c.id = fmt.Sprintf("%s-%d", prefix, i)
+			calls = append(calls, c)
+		}
+	}
+	add("talk", 6, clusterCall{d: "PJSIP/c-answer", c: "sink", e: "s", t: 10, want: events.Completed})
+	add("ring", 6, clusterCall{d: "PJSIP/c-ring", c: "sink", e: "s", t: 9, want: events.NoAnswer})
+	add("late", 4, clusterCall{d: "PJSIP/c-late", c: "sink", e: "s", t: 15, want: events.Completed})
+	for _, c := range calls {
+		if code, body := e.post("a", c, "accepted"); code != 200 {
+			t.Fatalf("%s: %d %v", c.id, code, body)
+		}
+	}
+	e.watch.waitCount(t, events.KindAnswered, 6, 10*time.Second) // the talk calls are talking
+	killed := e.kill("a")
+	adopted := waitUntil(t, 15*time.Second, "b adopted all 16 calls", func() bool {
+		return e.clusterNumber("b", "adopted_total") >= float64(len(calls))
+	})
+	t.Logf("SIGKILL → all %d calls adopted by b: %s (lease TTL %s)", len(calls), adopted.Sub(killed).Round(time.Millisecond),
+		events.DefaultLeaseTTL)
+	// The killed daemon returns while the ring and late calls are still in flight.
+	e.start("a")
+	if owned := e.clusterNumber("a", "owned_calls"); owned != 0 {
+		t.Errorf("returned daemon a follows %v calls, want 0 (all adopted by b)", owned)
+	}
+	ids := make([]string, len(calls))
+	for i, c := range calls {
+		ids[i] = c.id
+	}
+	s := e.stream(ids, 40*time.Second)
+	e.judge(calls, s)
+	var lastEnd time.Time
+	for _, id := range ids {
+		if evs := s.byID[id]; len(evs) > 0 && evs[len(evs)-1].Time.After(lastEnd) {
+			lastEnd = evs[len(evs)-1].Time
+		}
+	}
+	t.Logf("SIGKILL → last adopted call's outcome: %s", lastEnd.Sub(killed).Round(time.Millisecond))
+	if n := e.clusterNumber("a", "adopted_total"); n != 0 {
+		t.Errorf("returned daemon a adopted %v calls back, want 0", n)
+	}
+	for _, r := range e.sim.Requests() {
+		if r.Method == http.MethodDelete && strings.HasPrefix(r.Path, "/ari/channels/") {
+			t.Errorf("a call was hung up by a daemon: %s %s", r.Method, r.Path)
+		}
+	}
+}
+
+// TestClusterNATSNodeKilled: one of three NATS nodes is killed and restarted while two
+// daemons carry calls; nothing is lost and no `ended` is published twice.
+func TestClusterNATSNodeKilled(t *testing.T) {
+	e := newClusterEnv(t, "a", "b")
+	kinds := []clusterCall{
+		{d: "PJSIP/c-busy", c: "from-internal", e: "100", t: 10, want: events.Busy},
+		{d: "PJSIP/c-answer", c: "from-internal", e: "100", t: 10, want: events.Completed},
+		{d: "PJSIP/c-ring", c: "from-internal", e: "100", t: 2, want: events.NoAnswer},
+	}
+	var calls []clusterCall
+	for i := range 30 {
+		c := kinds[i%len(kinds)]
+		c.id = fmt.Sprintf("node-%02d", i)
+		calls = append(calls, c)
+	}
+	var wg sync.WaitGroup
+	place := func(part []clusterCall) {
+		for i, c := range part {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if code, body := e.post([]string{"a", "b"}[i%2], c, "accepted"); code != 200 {
+					t.Errorf("%s: %d %v", c.id, code, body)
+				}
+			}()
+		}
+	}
+	place(calls[:15])
+	wg.Wait()
+	node := e.nats.Nodes[1]
+	node.Server.Shutdown()
+	node.Server.WaitForShutdown()
+	place(calls[15:])
+	wg.Wait()
+	node.Restart(t)
+	ids := make([]string, len(calls))
+	for i, c := range calls {
+		ids[i] = c.id
+	}
+	e.judge(calls, e.stream(ids, 40*time.Second))
+}
+
+// waitUntil polls cond until it holds (returning when) or limit passes.
+func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, limit)
+		}
+		time.Sleep(25 * time.Millisecond) // polling pace; the loop has its own deadline
+	}
+	return time.Now()
+}

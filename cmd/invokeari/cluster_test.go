@@ -25,7 +25,33 @@ import (
 )
 
 // The cluster cases: a real 3-node NATS cluster (JetStream, R3) in this process, two
-// invokeari daemons as child processes with cluster.enabled, and the simulated Asterisk.
+// invokeari daemons as child processes with cluster.enabled, and the simulated Asterisk —
+// or, when INVOKEARI_TEST_ARI_URL (and _USER, _PASS) name the real PBX kit (`make itest`),
+// that Asterisk, with the kit's endpoints of the same behaviour.
+
+// kitEnv is the real PBX kit's ARI URL, user and password, when the env names one.
+func kitEnv() (url, user, pass string, ok bool) {
+	url = os.Getenv("INVOKEARI_TEST_ARI_URL")
+	return url, os.Getenv("INVOKEARI_TEST_ARI_USER"), os.Getenv("INVOKEARI_TEST_ARI_PASS"), url != ""
+}
+
+// onKit maps a simulated far end (and its continue target) to the kit's: the same
+// behaviour on a real Asterisk. ok is false for a behaviour the kit has no phone for.
+func onKit(c clusterCall) (clusterCall, bool) {
+	switch c.d {
+	case "PJSIP/c-busy":
+		c.d = "PJSIP/sipp-busy"
+	case "PJSIP/c-decline":
+		c.d = "PJSIP/sipp-decline"
+	case "PJSIP/c-answer":
+		c.d = "PJSIP/sipp-answerwait" // answers after 1 s, waits for our hangup (sink: 5 s)
+	case "PJSIP/c-ring":
+		c.d = "PJSIP/sipp-noanswer"
+	default:
+		return c, false
+	}
+	return c, true
+}
 
 // clusterEndpoints are the far ends of the cluster cases.
 func clusterEndpoints() map[string]sim.Behavior {
@@ -60,6 +86,22 @@ type clusterEnv struct {
 	js      jetstream.JetStream
 	watch   *eventWatch
 	daemons map[string]*clusterDaemon
+	kitPass string // set on the real PBX kit (sim is nil then)
+}
+
+// calls returns cs as this env places them: unchanged on the simulator, mapped to the
+// kit's phones on the real PBX (behaviours it has no phone for are left out).
+func (e *clusterEnv) calls(cs []clusterCall) []clusterCall {
+	if e.sim != nil {
+		return cs
+	}
+	var out []clusterCall
+	for _, c := range cs {
+		if k, ok := onKit(c); ok {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // clusterDaemon is one daemon of the cluster (restartable on the same config).
@@ -82,11 +124,21 @@ func newClusterEnv(t *testing.T, names ...string) *clusterEnv {
 	for k, v := range DemoContexts() {
 		ctx[k] = v
 	}
-	e.sim = sim.New(sim.Config{Username: testARIUser, Password: testARIPass, Endpoints: clusterEndpoints(), Contexts: ctx})
-	if err := e.sim.Start(context.Background()); err != nil {
-		t.Fatalf("start simulator: %v", err)
+	ariURL := ""
+	if u, user, pass, ok := kitEnv(); ok {
+		if user != testARIUser {
+			t.Fatalf("kit ARI user %q, the test config writes %q", user, testARIUser)
+		}
+		ariURL, e.kitPass = u, pass
+		t.Logf("cluster case on the real PBX kit at %s", u)
+	} else {
+		e.sim = sim.New(sim.Config{Username: testARIUser, Password: testARIPass, Endpoints: clusterEndpoints(), Contexts: ctx})
+		if err := e.sim.Start(context.Background()); err != nil {
+			t.Fatalf("start simulator: %v", err)
+		}
+		t.Cleanup(func() { _ = e.sim.Close() })
+		ariURL = e.sim.URL()
 	}
-	t.Cleanup(func() { _ = e.sim.Close() })
 	t.Cleanup(func() {
 		if !t.Failed() {
 			return
@@ -109,7 +161,7 @@ func newClusterEnv(t *testing.T, names ...string) *clusterEnv {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		d := &clusterDaemon{name: n, cfgPath: writeTestConfig(t, dir, testConfig{simURL: e.sim.URL(), natsURL: e.nats.URL(),
+		d := &clusterDaemon{name: n, cfgPath: writeTestConfig(t, dir, testConfig{simURL: ariURL, natsURL: e.nats.URL(),
 			app: "invokeari-" + n, natsExtra: "replicas: 3", wait: "accepted",
 			limits: "drain_timeout: 5s, max_in_flight: 5000", logLevel: "info", extra: "cluster: {enabled: true}\n"})}
 		e.daemons[n] = d
@@ -123,7 +175,11 @@ func (e *clusterEnv) start(n string) {
 	e.t.Helper()
 	d := e.daemons[n]
 	d.starts++
-	d.proc, d.base = startChild(e.t, e.client, d.cfgPath, filepath.Join(e.dir, fmt.Sprintf("%s-%d", n, d.starts)))
+	var env []string
+	if e.kitPass != "" {
+		env = append(env, "TEST_ARI_PASSWORD="+e.kitPass)
+	}
+	d.proc, d.base = startChild(e.t, e.client, d.cfgPath, filepath.Join(e.dir, fmt.Sprintf("%s-%d", n, d.starts)), env...)
 }
 
 // kill SIGKILLs daemon n and waits until it is gone.
@@ -230,7 +286,10 @@ func (e *clusterEnv) stream(ids []string, limit time.Duration) *streamLog {
 // and was dialled once.
 func (e *clusterEnv) judge(calls []clusterCall, s *streamLog) {
 	e.t.Helper()
-	dialled := originatesByID(e.sim)
+	var dialled map[string][]string
+	if e.sim != nil {
+		dialled = originatesByID(e.sim) // the kit keeps no request log
+	}
 	for _, c := range calls {
 		evs := s.byID[c.id]
 		if n := s.endedCount(c.id); n != 1 {
@@ -247,7 +306,7 @@ func (e *clusterEnv) judge(calls []clusterCall, s *streamLog) {
 		if last.Event != events.Ended || last.Outcome != c.want {
 			e.t.Errorf("call %s (%s): ended %s/%s (%q), want outcome %s", c.id, c.d, last.Event, last.Outcome, last.Reason, c.want)
 		}
-		if n := len(dialled[c.id]); n != 1 {
+		if n := len(dialled[c.id]); dialled != nil && n != 1 {
 			e.t.Errorf("call %s dialled %d times (apps %v), want once", c.id, n, dialled[c.id])
 		}
 	}
@@ -271,6 +330,7 @@ func TestClusterSpreadAndOneDialPerID(t *testing.T) {
 		{d: "PJSIP/c-decline", c: "from-internal", e: "100", t: 10, want: events.Rejected},
 		{d: "PJSIP/c-answer", c: "from-internal", e: "100", t: 10, want: events.Completed},
 	}
+	kinds = e.calls(kinds)
 	var calls []clusterCall
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -280,13 +340,16 @@ func TestClusterSpreadAndOneDialPerID(t *testing.T) {
 		failures = append(failures, fmt.Sprintf(format, args...))
 		mu.Unlock()
 	}
+	sem := make(chan struct{}, 10) // calls in flight at once (the kit's SIPp phones are single processes)
 	for i := range 30 {
 		c := kinds[i%len(kinds)]
 		c.id = fmt.Sprintf("spread-%02d", i)
 		calls = append(calls, c)
 		wg.Add(1)
+		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
+			defer func() { <-sem }()
 			switch i % 3 {
 			case 0, 1:
 				n := []string{"a", "b"}[i%3]
@@ -341,6 +404,9 @@ func TestClusterSpreadAndOneDialPerID(t *testing.T) {
 		ids[i] = c.id
 	}
 	e.judge(calls, e.stream(ids, 30*time.Second))
+	if e.sim == nil {
+		return // the kit keeps no request log to tell which daemon dialled
+	}
 	apps := map[string]int{}
 	for _, id := range ids {
 		for _, app := range originatesByID(e.sim)[id] {
@@ -368,18 +434,22 @@ func TestClusterDaemonKilledCallsAdopted(t *testing.T) {
 	add("talk", 6, clusterCall{d: "PJSIP/c-answer", c: "sink", e: "s", t: 10, want: events.Completed})
 	add("ring", 6, clusterCall{d: "PJSIP/c-ring", c: "sink", e: "s", t: 9, want: events.NoAnswer})
 	add("late", 4, clusterCall{d: "PJSIP/c-late", c: "sink", e: "s", t: 15, want: events.Completed})
+	calls = e.calls(calls) // on the kit: no phone answers after 7 s, the late calls are left out
 	for _, c := range calls {
 		if code, body := e.post("a", c, "accepted"); code != 200 {
 			t.Fatalf("%s: %d %v", c.id, code, body)
 		}
 	}
-	e.watch.waitCount(t, events.KindAnswered, 6, 10*time.Second) // the talk calls are talking
+	e.watch.waitCount(t, events.KindAnswered, 6, 15*time.Second) // the talk calls are talking
 	killed := e.kill("a")
-	adopted := waitUntil(t, 15*time.Second, "b adopted all 16 calls", func() bool {
+	adopted := waitUntil(t, 15*time.Second, "b adopted every call", func() bool {
 		return e.clusterNumber("b", "adopted_total") >= float64(len(calls))
 	})
 	t.Logf("SIGKILL → all %d calls adopted by b: %s (lease TTL %s)", len(calls), adopted.Sub(killed).Round(time.Millisecond),
 		events.DefaultLeaseTTL)
+	lapse, first, last := e.adoptionTimes("b")
+	t.Logf("lease lapse seen by b %s after SIGKILL; adoptions from %s to %s after the lapse",
+		lapse.Sub(killed).Round(time.Millisecond), first.Sub(lapse).Round(time.Millisecond), last.Sub(lapse).Round(time.Millisecond))
 	// The killed daemon returns while the ring and late calls are still in flight.
 	e.start("a")
 	if owned := e.clusterNumber("a", "owned_calls"); owned != 0 {
@@ -401,6 +471,9 @@ func TestClusterDaemonKilledCallsAdopted(t *testing.T) {
 	if n := e.clusterNumber("a", "adopted_total"); n != 0 {
 		t.Errorf("returned daemon a adopted %v calls back, want 0", n)
 	}
+	if e.sim == nil {
+		return
+	}
 	for _, r := range e.sim.Requests() {
 		if r.Method == http.MethodDelete && strings.HasPrefix(r.Path, "/ari/channels/") {
 			t.Errorf("a call was hung up by a daemon: %s %s", r.Method, r.Path)
@@ -417,6 +490,7 @@ func TestClusterNATSNodeKilled(t *testing.T) {
 		{d: "PJSIP/c-answer", c: "from-internal", e: "100", t: 10, want: events.Completed},
 		{d: "PJSIP/c-ring", c: "from-internal", e: "100", t: 2, want: events.NoAnswer},
 	}
+	kinds = e.calls(kinds)
 	var calls []clusterCall
 	for i := range 30 {
 		c := kinds[i%len(kinds)]
@@ -448,6 +522,38 @@ func TestClusterNATSNodeKilled(t *testing.T) {
 		ids[i] = c.id
 	}
 	e.judge(calls, e.stream(ids, 40*time.Second))
+}
+
+// adoptionTimes reads from daemon n's current log when it saw a peer's lease lapse and
+// when it adopted its first and last call.
+func (e *clusterEnv) adoptionTimes(n string) (lapse, first, last time.Time) {
+	e.t.Helper()
+	b, err := os.ReadFile(e.daemons[n].proc.logPath)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for l := range strings.SplitSeq(string(b), "\n") {
+		var rec struct {
+			Time time.Time `json:"time"`
+			Msg  string    `json:"msg"`
+		}
+		if json.Unmarshal([]byte(l), &rec) != nil {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(rec.Msg, "peer's lease lapsed") && lapse.IsZero():
+			lapse = rec.Time
+		case rec.Msg == "adopted call":
+			if first.IsZero() {
+				first = rec.Time
+			}
+			last = rec.Time
+		}
+	}
+	if lapse.IsZero() || first.IsZero() {
+		e.t.Errorf("daemon %s logged no lease lapse (%v) or no adoption (%v)", n, lapse, first)
+	}
+	return lapse, first, last
 }
 
 // waitUntil polls cond until it holds (returning when) or limit passes.

@@ -166,8 +166,9 @@ func (e *faultEnv) startDaemon() {
 
 // startChild starts a daemon process on cfgPath, logging to prefix.log and
 // prefix.stderr, and waits until it answers /readyz with 200; it returns the process
-// and its http://addr. The process is killed by t.Cleanup if still running.
-func startChild(t *testing.T, client *http.Client, cfgPath, prefix string) (*childProc, string) {
+// and its http://addr. The process is killed by t.Cleanup if still running. env adds
+// (or overrides) KEY=VALUE entries of the child's environment.
+func startChild(t *testing.T, client *http.Client, cfgPath, prefix string, env ...string) (*childProc, string) {
 	t.Helper()
 	p := &childProc{logPath: prefix + ".log", errPath: prefix + ".stderr", done: make(chan struct{})}
 	errf, err := os.Create(p.errPath)
@@ -177,6 +178,7 @@ func startChild(t *testing.T, client *http.Client, cfgPath, prefix string) (*chi
 	p.cmd = exec.Command(os.Args[0], "-test.run=^$")
 	p.cmd.Env = append(childEnviron(), faultsChildEnv+"=1", faultsConfigEnv+"="+cfgPath,
 		faultsLogEnv+"="+p.logPath, "TEST_ARI_PASSWORD="+testARIPass)
+	p.cmd.Env = append(p.cmd.Env, env...)
 	p.cmd.Stderr = errf
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -115,6 +117,13 @@ type clusterDaemon struct {
 
 func newClusterEnv(t *testing.T, names ...string) *clusterEnv {
 	t.Helper()
+	return newClusterEnvMode(t, true, names...)
+}
+
+// newClusterEnvMode is newClusterEnv with cluster.enabled set as given (off: the daemons
+// only share the NATS cluster and the queue group, for comparison).
+func newClusterEnvMode(t *testing.T, enabled bool, names ...string) *clusterEnv {
+	t.Helper()
 	e := &clusterEnv{t: t, dir: t.TempDir(), client: &http.Client{Timeout: 30 * time.Second},
 		daemons: map[string]*clusterDaemon{}}
 	e.nats = natstest.StartCluster(t, 3)
@@ -163,7 +172,7 @@ func newClusterEnv(t *testing.T, names ...string) *clusterEnv {
 		}
 		d := &clusterDaemon{name: n, cfgPath: writeTestConfig(t, dir, testConfig{simURL: ariURL, natsURL: e.nats.URL(),
 			app: "invokeari-" + n, natsExtra: "replicas: 3", wait: "accepted",
-			limits: "drain_timeout: 5s, max_in_flight: 5000", logLevel: "info", extra: "cluster: {enabled: true}\n"})}
+			limits: "drain_timeout: 5s, max_in_flight: 5000", logLevel: "info", extra: fmt.Sprintf("cluster: {enabled: %t}\n", enabled)})}
 		e.daemons[n] = d
 		e.start(n)
 	}
@@ -567,4 +576,55 @@ func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool)
 		time.Sleep(25 * time.Millisecond) // polling pace; the loop has its own deadline
 	}
 	return time.Now()
+}
+
+var (
+	clusterThroughput    = flag.Int("cluster.throughput", 0, "cluster: measure saturation throughput with this many calls per run (0: skip)")
+	clusterThroughputOff = flag.Bool("cluster.throughput.off", false, "cluster: measure with cluster.enabled off (no id claims)")
+)
+
+// TestClusterThroughput (opt-in, -cluster.throughput=N) measures calls per second at
+// saturation (wait=accepted, instant busy far end, 32 in flight over HTTP) into one
+// daemon and spread over two, on the same machine: the two daemons share its cores.
+func TestClusterThroughput(t *testing.T) {
+	n := *clusterThroughput
+	if n == 0 {
+		t.Skip("opt-in: -cluster.throughput=N")
+	}
+	e := newClusterEnvMode(t, !*clusterThroughputOff, "a", "b")
+	run := func(label string, doors []string) {
+		var next atomic.Int64
+		var failed atomic.Int64
+		began := time.Now()
+		var wg sync.WaitGroup
+		for range 32 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := next.Add(1) - 1
+					if i >= int64(n) {
+						return
+					}
+					c := clusterCall{id: fmt.Sprintf("tp-%s-%d", label, i), d: "PJSIP/c-busy", c: "from-internal", e: "100", t: 10}
+					if e.sim == nil {
+						c.d = "PJSIP/sipp-busy"
+					}
+					if code, _ := e.post(doors[int(i)%len(doors)], c, "accepted"); code != 200 {
+						failed.Add(1)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		took := time.Since(began)
+		t.Logf("%s: %d calls in %s = %.0f calls/s, %d failed", label, n, took.Round(time.Millisecond),
+			float64(n)/took.Seconds(), failed.Load())
+		if failed.Load() != 0 {
+			t.Errorf("%s: %d calls failed", label, failed.Load())
+		}
+	}
+	run("one-daemon", []string{"a"})
+	run("two-daemons", []string{"a", "b"})
+	run("one-daemon-again", []string{"b"})
 }

@@ -3,6 +3,7 @@ package natstest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -55,6 +56,13 @@ func (s *Server) Restart(t testing.TB) {
 
 func (s *Server) start(t testing.TB, port int) {
 	t.Helper()
+	if err := s.tryStart(port); err != nil {
+		t.Fatalf("natstest: %v", err)
+	}
+}
+
+// tryStart starts the server on port (-1: a random one).
+func (s *Server) tryStart(port int) error {
 	opts := &server.Options{
 		Host:      "127.0.0.1",
 		Port:      port,
@@ -72,16 +80,16 @@ func (s *Server) start(t testing.TB, port int) {
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
-		t.Fatalf("natstest: new server: %v", err)
+		return fmt.Errorf("new server: %w", err)
 	}
 	srv.Start()
 	if !srv.ReadyForConnections(readyTimeout) {
 		srv.Shutdown()
-		t.Fatalf("natstest: server not ready on 127.0.0.1:%d within %s", port, readyTimeout)
+		return fmt.Errorf("server not ready on 127.0.0.1:%d (routes on %d) within %s", port, s.clusterPort, readyTimeout)
 	}
 	if !srv.JetStreamEnabled() {
 		srv.Shutdown()
-		t.Fatalf("natstest: JetStream did not start")
+		return errors.New("JetStream did not start")
 	}
 	s.Server = srv
 	s.URL = srv.ClientURL()
@@ -89,6 +97,7 @@ func (s *Server) start(t testing.TB, port int) {
 	if s.clusterName != "" {
 		s.clusterPort = srv.ClusterAddr().Port
 	}
+	return nil
 }
 
 func (s *Server) shutdown() {
@@ -133,21 +142,37 @@ const clusterReady = 30 * time.Second
 // the loss of one) and waits until JetStream has elected its meta leader.
 func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
-	c := &Cluster{}
 	// A JetStream cluster node refuses to start without routes, so the route ports are
-	// chosen before the first node starts: free ones, found by listening on port 0.
-	for i, port := range freePorts(t, n) {
-		s := &Server{StoreDir: t.TempDir(), name: fmt.Sprintf("n%d", i+1), clusterName: "invokeari-test",
-			clusterPort: port}
-		s.routes = func() []*url.URL { return c.routesExcept(s) }
-		c.Nodes = append(c.Nodes, s)
+	// chosen before the first node starts: free ones, found by listening on port 0. One
+	// may be taken by another process meanwhile: then the cluster starts again on others.
+	var err error
+	for range 3 {
+		c := &Cluster{}
+		for i, port := range freePorts(t, n) {
+			s := &Server{StoreDir: t.TempDir(), name: fmt.Sprintf("n%d", i+1), clusterName: "invokeari-test",
+				clusterPort: port}
+			s.routes = func() []*url.URL { return c.routesExcept(s) }
+			c.Nodes = append(c.Nodes, s)
+		}
+		for _, s := range c.Nodes {
+			if err = s.tryStart(-1); err != nil {
+				break
+			}
+		}
+		if err != nil {
+			for _, s := range c.Nodes {
+				s.shutdown()
+			}
+			continue
+		}
+		for _, s := range c.Nodes {
+			t.Cleanup(s.shutdown)
+		}
+		c.WaitJetStream(t)
+		return c
 	}
-	for _, s := range c.Nodes {
-		s.start(t, -1)
-		t.Cleanup(s.shutdown)
-	}
-	c.WaitJetStream(t)
-	return c
+	t.Fatalf("natstest: cluster did not start: %v", err)
+	return nil
 }
 
 // freePorts returns n distinct 127.0.0.1 ports that were free a moment ago.

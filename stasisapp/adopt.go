@@ -41,6 +41,10 @@ type ClusterConfig struct {
 	// under way (default 8), so a survivor is not flattened by a large failover.
 	AdoptRate    float64
 	AdoptWorkers int
+	// Attach, when set, builds an ARI client for a configured server under another app
+	// name (it must not contact Asterisk): the adopter holds a dead owner's app with it
+	// so that an adopted call answered later can enter Stasis (adopt_proxy.go).
+	Attach func(server, app string) (Asterisk, error)
 }
 
 // IDClaimer claims call ids across daemons (*events.IDClaims implements it).
@@ -86,6 +90,8 @@ type clusterState struct {
 	seenAlive map[string]bool      // instances seen with a held lease
 	lapsedAt  map[string]time.Time // when a seen instance was first missed
 	inFlight  map[string]bool      // ids being adopted now
+
+	proxies proxies // dead owners' apps held for their adopted calls
 }
 
 func newClusterState() *clusterState {
@@ -240,6 +246,7 @@ func (a *App) adoptLoop(ctx context.Context) {
 			}
 		}()
 	}
+	defer a.stopProxies()
 	defer wg.Wait()
 	defer close(work)
 	tick := time.NewTicker(c.ScanEvery)
@@ -252,6 +259,7 @@ func (a *App) adoptLoop(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
+		a.releaseIdleApps()
 		alive, err := c.Peers.Alive(ctx)
 		if err != nil {
 			continue // NATS away: nobody can be judged dead now
@@ -387,9 +395,10 @@ func (a *App) adopt(ctx context.Context, sc events.StoredCall) {
 	cs.adoptedTotal.Add(1)
 	cs.adoptedLive.Add(1)
 	t.mu.Lock()
-	t.adoptedFrom = prev
+	t.adoptedFrom, t.adoptedApp = prev, sc.App
 	t.stepLocked("adopted from instance "+prev+" (lease lapsed)", 0)
 	t.mu.Unlock()
+	a.holdApp(ctx, sc.Server, sc.App)
 	l := a.link(sc.Server)
 	gone, why := a.attach(ctx, l, t, sc.App)
 	a.log.Info("adopted call", "call_id", sc.ID, "owner", prev, "app", sc.App, "took", time.Since(began), "gone", gone)

@@ -12,6 +12,7 @@ import (
 	"github.com/invokeari/invokeari/events"
 	"github.com/invokeari/invokeari/events/natsrv"
 	"github.com/invokeari/invokeari/stasisapp"
+	"github.com/invokeari/invokeari/stasisapp/ari"
 )
 
 // clusterWait bounds how long a starting daemon waits for its NATS cluster to have a
@@ -95,7 +96,7 @@ const idClaimTTL = 2 * time.Hour
 
 // clusterConfig wires scale-out into the Stasis app when cluster.enabled is set.
 func clusterConfig(ctx context.Context, js jetstream.JetStream, cfg Config, lease *events.Lease,
-	reg *events.Registry) (*stasisapp.ClusterConfig, error) {
+	reg *events.Registry, log *slog.Logger) (*stasisapp.ClusterConfig, error) {
 	if !cfg.Cluster.Enabled {
 		return nil, nil
 	}
@@ -106,7 +107,22 @@ func clusterConfig(ctx context.Context, js jetstream.JetStream, cfg Config, leas
 		return nil, err
 	}
 	return &stasisapp.ClusterConfig{Instance: cfg.InstanceID, IDs: ids, Peers: lease, Records: reg, Events: reg,
-		LeaseTTL: lease.TTL(), AdoptRate: cfg.Cluster.AdoptRate, AdoptWorkers: cfg.Cluster.AdoptWorkers}, nil
+		LeaseTTL: lease.TTL(), AdoptRate: cfg.Cluster.AdoptRate, AdoptWorkers: cfg.Cluster.AdoptWorkers,
+		Attach: attachFunc(cfg, log)}, nil
+}
+
+// attachFunc builds ARI clients for a configured server under another daemon's app name
+// (held by an adopter for the calls it adopted from that daemon).
+func attachFunc(cfg Config, log *slog.Logger) func(server, app string) (stasisapp.Asterisk, error) {
+	return func(server, app string) (stasisapp.Asterisk, error) {
+		for _, a := range cfg.Asterisk {
+			if a.Name == server {
+				return ari.NewClient(ari.Config{URL: a.URL, Username: a.Username, Password: a.password, App: app,
+					Logger: log.With("component", "ari", "server", a.Name, "held_app", app)})
+			}
+		}
+		return nil, fmt.Errorf("server %q is not configured here", server)
+	}
 }
 
 // registerCluster adds the ownership and adoption gauges.

@@ -628,3 +628,47 @@ func TestClusterThroughput(t *testing.T) {
 	run("two-daemons", []string{"a", "b"})
 	run("one-daemon-again", []string{"b"})
 }
+
+// TestClusterAdoptedCallAnsweredLater: calls still ringing when their daemon is SIGKILLed
+// (and stays dead) are answered after a survivor adopted them. The survivor holds the
+// dead daemon's Stasis app, so the answered calls enter Stasis, are continued into the
+// context they asked for and end completed after their talk; without it Asterisk would
+// fail Stasis and hang them up at once.
+func TestClusterAdoptedCallAnsweredLater(t *testing.T) {
+	if _, _, _, onKit := kitEnv(); onKit {
+		t.Skip("the kit has no phone that answers after 7 s (simulator only)")
+	}
+	e := newClusterEnv(t, "a", "b")
+	var calls []clusterCall
+	for i := range 4 {
+		calls = append(calls, clusterCall{id: fmt.Sprintf("later-%d", i), d: "PJSIP/c-late", c: "sink", e: "s", t: 15,
+			want: events.Completed})
+	}
+	for _, c := range calls {
+		if code, body := e.post("a", c, "accepted"); code != 200 {
+			t.Fatalf("%s: %d %v", c.id, code, body)
+		}
+	}
+	e.watch.waitCount(t, events.Ringing, len(calls), 10*time.Second)
+	e.kill("a")
+	ids := make([]string, len(calls))
+	for i, c := range calls {
+		ids[i] = c.id
+	}
+	s := e.stream(ids, 40*time.Second)
+	e.judge(calls, s)
+	continued := (&faultEnv{sim: e.sim}).simLog().continues
+	for _, id := range ids {
+		if continued[id] != 1 {
+			t.Errorf("call %s continued %d times, want once (answered into the held app, then continued)", id, continued[id])
+		}
+		evs := s.byID[id]
+		if last := evs[len(evs)-1]; last.DurationMS == nil || *last.DurationMS < 4000 {
+			ms := "null"
+			if last.DurationMS != nil {
+				ms = fmt.Sprint(*last.DurationMS)
+			}
+			t.Errorf("call %s: duration_ms %s, want the sink's ~5 s of talk", id, ms)
+		}
+	}
+}

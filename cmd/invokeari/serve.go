@@ -277,7 +277,7 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 			return err
 		}
 	}
-	cluster, err := clusterConfig(ctx, js, cfg, lease, store)
+	cluster, err := clusterConfig(ctx, js, cfg, lease, store, log)
 	if err != nil {
 		return err
 	}

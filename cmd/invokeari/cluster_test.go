@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -581,6 +582,7 @@ func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool)
 var (
 	clusterThroughput    = flag.Int("cluster.throughput", 0, "cluster: measure saturation throughput with this many calls per run (0: skip)")
 	clusterThroughputOff = flag.Bool("cluster.throughput.off", false, "cluster: measure with cluster.enabled off (no id claims)")
+	clusterInFlight      = flag.Int("cluster.inflight", 32, "cluster: calls in flight during the throughput measurement")
 )
 
 // TestClusterThroughput (opt-in, -cluster.throughput=N) measures calls per second at
@@ -595,9 +597,10 @@ func TestClusterThroughput(t *testing.T) {
 	run := func(label string, doors []string) {
 		var next atomic.Int64
 		var failed atomic.Int64
+		took := make([]time.Duration, n)
 		began := time.Now()
 		var wg sync.WaitGroup
-		for range 32 {
+		for range *clusterInFlight {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -610,16 +613,19 @@ func TestClusterThroughput(t *testing.T) {
 					if e.sim == nil {
 						c.d = "PJSIP/sipp-busy"
 					}
+					t0 := time.Now()
 					if code, _ := e.post(doors[int(i)%len(doors)], c, "accepted"); code != 200 {
 						failed.Add(1)
 					}
+					took[i] = time.Since(t0)
 				}
 			}()
 		}
 		wg.Wait()
-		took := time.Since(began)
-		t.Logf("%s: %d calls in %s = %.0f calls/s, %d failed", label, n, took.Round(time.Millisecond),
-			float64(n)/took.Seconds(), failed.Load())
+		all := time.Since(began)
+		slices.Sort(took)
+		t.Logf("%s: %d calls in %s = %.0f calls/s (reply p50 %s, p99 %s), %d failed", label, n, all.Round(time.Millisecond),
+			float64(n)/all.Seconds(), took[n/2].Round(10*time.Microsecond), took[n*99/100].Round(10*time.Microsecond), failed.Load())
 		if failed.Load() != 0 {
 			t.Errorf("%s: %d calls failed", label, failed.Load())
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -107,6 +108,7 @@ type faultEnv struct {
 	nats    *natstest.Server
 	cfgPath string
 	client  *http.Client
+	ariPass string // ARI password of the daemon's Asterisk; default testARIPass
 
 	base    atomic.Pointer[string] // current daemon's http://addr
 	mu      sync.Mutex
@@ -157,7 +159,8 @@ func (e *faultEnv) startDaemon() {
 	e.started++
 	n := e.started
 	e.mu.Unlock()
-	p, base := startChild(t, e.client, e.cfgPath, filepath.Join(e.dir, fmt.Sprintf("daemon-%d", n)))
+	p, base := startChild(t, e.client, e.cfgPath, filepath.Join(e.dir, fmt.Sprintf("daemon-%d", n)),
+		"TEST_ARI_PASSWORD="+cmp.Or(e.ariPass, testARIPass))
 	e.base.Store(&base)
 	e.mu.Lock()
 	e.proc = p
@@ -328,6 +331,8 @@ type callPlan struct {
 	status  int
 	errText string
 	took    time.Duration // how long the reply took
+	context string        // where an answered call continues; default from-internal
+	exten   string        // default 100
 }
 
 // planCalls makes n calls cycling through faultKinds.
@@ -362,7 +367,7 @@ func (e *faultEnv) place(calls []*callPlan, spread time.Duration) {
 
 // originate posts one call to the current daemon.
 func (e *faultEnv) originate(c *callPlan) (int, string) {
-	form := url.Values{"d": {c.kind.endpoint}, "c": {"from-internal"}, "e": {"100"},
+	form := url.Values{"d": {c.kind.endpoint}, "c": {cmp.Or(c.context, "from-internal")}, "e": {cmp.Or(c.exten, "100")},
 		"t": {fmt.Sprint(c.kind.t)}, "wait": {"accepted"}, "id": {c.id}}
 	req, err := http.NewRequest(http.MethodPost, *e.base.Load()+"/v2/invokeARI", strings.NewReader(form.Encode()))
 	if err != nil {

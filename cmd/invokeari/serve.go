@@ -250,6 +250,17 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	if err != nil {
 		return err
 	}
+	// Once, after an upgrade from a daemon that kept every call in a KV bucket: its calls
+	// in flight move into the registry (this start reads that whole bucket).
+	mctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	moved, err := store.MigrateLegacy(mctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("move calls from %s to the call registry: %w", events.LegacyCallBucket, err)
+	}
+	if moved > 0 {
+		log.Info("calls in flight moved to the call registry", "from", events.LegacyCallBucket, "calls", moved)
+	}
 	pub := events.NewPublisher(js, events.PublisherConfig{Logger: log.With("component", "publisher"),
 		Stored: store.EventStored})
 

@@ -1,0 +1,6 @@
+//go:build !race
+
+package main
+
+// raceEnabled: built with -race (everything, the in-process nats-server too, runs slower).
+const raceEnabled = false

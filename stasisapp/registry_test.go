@@ -1,0 +1,145 @@
+package stasisapp_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/invokeari/invokeari/events"
+	"github.com/invokeari/invokeari/stasisapp"
+	"github.com/invokeari/invokeari/stasisapp/ari"
+	"github.com/invokeari/invokeari/stasisapp/sim"
+)
+
+// Only the most recent ended calls stay in memory (MaxFinished); an older id is looked
+// up in the event stream when it is repeated, and returns the same call without a new
+// dial. Every record leaves the registry once its `ended` is stored.
+func TestEvictedEndedCallLookedUp(t *testing.T) {
+	e := startRegistryApp(t, map[string]sim.Behavior{"PJSIP/busy": {Result: sim.Busy}}, stasisapp.Config{MaxFinished: 2})
+	ctx := context.Background()
+	for i := range 5 {
+		if _, err := e.app.Originate(ctx, req(fmt.Sprintf("ev-%d", i), "PJSIP/busy", 10*time.Second, stasisapp.WaitEnd)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := e.pub.Flush(fctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.app.Originate(ctx, req("ev-0", "PJSIP/busy", 10*time.Second, stasisapp.WaitAccepted))
+	if err != nil || !res.Replayed || res.Call.ID != "ev-0" || res.Call.Outcome != events.Busy {
+		t.Fatalf("repeat of an evicted id: %+v, %v; want the ended busy call, replayed", res.Call, err)
+	}
+	if !strings.Contains(fmt.Sprint(res.Transcript), "found in the event stream") {
+		t.Errorf("transcript %v does not say the call came from the stream", res.Transcript)
+	}
+	if _, err := e.app.Originate(ctx, req("ev-1", "PJSIP/other", 10*time.Second, stasisapp.WaitAccepted)); !errors.Is(err, stasisapp.ErrIdempotencyConflict) {
+		t.Errorf("evicted id with other parameters: %v; want ErrIdempotencyConflict", err)
+	}
+	if n := e.sim.Originates(); n != 5 {
+		t.Errorf("simulator saw %d originates; want 5 (no repeat dialled)", n)
+	}
+	waitFor(t, "registry empty", func() bool {
+		calls, err := e.reg.Load(ctx, "pbx", "regapp")
+		return err == nil && len(calls) == 0
+	})
+}
+
+// gatedStore is a Store whose Load waits for release: the previous run's calls are
+// being read.
+type gatedStore struct {
+	release chan struct{}
+	calls   []events.StoredCall
+}
+
+func (s *gatedStore) Save(context.Context, events.StoredCall) error { return nil }
+func (s *gatedStore) Load(ctx context.Context, _, _ string) ([]events.StoredCall, error) {
+	select {
+	case <-s.release:
+		return s.calls, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+func (s *gatedStore) LastEvent(context.Context, string) (events.Event, bool, error) {
+	return events.Event{}, false, nil
+}
+func (s *gatedStore) Ended(context.Context, string) (events.Event, string, bool, error) {
+	return events.Event{}, "", false, nil
+}
+func (s *gatedStore) Forget(string) {}
+func (s *gatedStore) LastEventTime(context.Context) (time.Time, bool, error) {
+	return time.Time{}, false, nil
+}
+
+// spyARI reports when its websocket connected, before the App's handler runs.
+type spyARI struct {
+	stasisapp.Asterisk
+	once sync.Once
+	up   chan struct{}
+}
+
+func (s *spyARI) Run(ctx context.Context, h ari.Handler) error {
+	return s.Asterisk.Run(ctx, &spyHandler{h, s})
+}
+
+type spyHandler struct {
+	ari.Handler
+	s *spyARI
+}
+
+func (h *spyHandler) Connected(ctx context.Context, reconnect bool) {
+	h.s.once.Do(func() { close(h.s.up) })
+	h.Handler.Connected(ctx, reconnect)
+}
+
+// The ARI link connects while the previous run's calls are still being read (not after),
+// and the App is ready, and takes calls, only once they are in its table.
+func TestResumeConcurrentWithLinkConnect(t *testing.T) {
+	s := sim.New(sim.Config{Username: "u", Password: "p", Endpoints: map[string]sim.Behavior{"PJSIP/busy": {Result: sim.Busy}}})
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	c, err := ari.NewClient(ari.Config{URL: s.URL(), Username: "u", Password: "p", App: "gated"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spy := &spyARI{Asterisk: c, up: make(chan struct{})}
+	store := &gatedStore{release: make(chan struct{})}
+	app, err := stasisapp.New(stasisapp.Config{Servers: []stasisapp.Server{{Name: "pbx", AppName: "gated", ARI: spy}},
+		Publisher: newMemPublisher(), Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("App.Run: %v", err)
+		}
+	})
+	select {
+	case <-spy.up:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the websocket did not connect while the previous run's calls were being read")
+	}
+	if app.Status()[0].Connected {
+		t.Error("ready before the previous run's calls are in the table")
+	}
+	if _, err := app.Originate(ctx, req("gated-1", "PJSIP/busy", 10*time.Second, stasisapp.WaitAccepted)); !errors.Is(err, stasisapp.ErrNotConnected) {
+		t.Errorf("originate while resuming: %v; want ErrNotConnected", err)
+	}
+	close(store.release)
+	waitFor(t, "ready after resume", func() bool { return app.Status()[0].Connected })
+	if _, err := app.Originate(ctx, req("gated-2", "PJSIP/busy", 10*time.Second, stasisapp.WaitAccepted)); err != nil {
+		t.Errorf("originate once resumed: %v", err)
+	}
+}

@@ -2,6 +2,8 @@ package events_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -155,5 +157,49 @@ func TestClusterLeases(t *testing.T) {
 	}
 	if st := prod.State(); st.Lapses != 0 || !st.Held {
 		t.Errorf("prod.State() = %+v, want held and never lapsed", st)
+	}
+}
+
+// TestClusterIDClaims: of daemons claiming the same ids at once on an R3 bucket, exactly
+// one wins each id and every claimant reads that same holder back.
+func TestClusterIDClaims(t *testing.T) {
+	c := natstest.StartCluster(t, 3)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	owners := []string{"a", "b", "c"}
+	claims := make([]*events.IDClaims, len(owners))
+	for i := range owners {
+		_, js := c.Connect(t)
+		ids, err := events.OpenIDClaims(ctx, js, time.Hour, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		claims[i] = ids
+	}
+	const n = 40
+	got := make([][]events.IDClaim, n)
+	var wg sync.WaitGroup
+	for id := range n {
+		got[id] = make([]events.IDClaim, len(owners))
+		for i, o := range owners {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				held, err := claims[i].ClaimID(ctx, fmt.Sprintf("call-%d", id), events.IDClaim{Owner: o, Fingerprint: "fp"})
+				if err != nil {
+					t.Errorf("ClaimID(call-%d) by %s: %v", id, o, err)
+				}
+				got[id][i] = held
+			}()
+		}
+	}
+	wg.Wait()
+	for id, holders := range got {
+		for _, h := range holders[1:] {
+			if h != holders[0] || h.Owner == "" {
+				t.Errorf("call-%d: claimants read holders %v, want one and the same", id, holders)
+				break
+			}
+		}
 	}
 }

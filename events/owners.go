@@ -67,31 +67,34 @@ func (s *IDClaims) ClaimID(ctx context.Context, id string, c IDClaim) (IDClaim, 
 	if err != nil {
 		return IDClaim{}, err
 	}
-	_, err = s.kv.Create(ctx, id, b)
-	if err == nil {
-		return c, nil
+	// A replica may serve the read of a key just created through the leader before it
+	// has that key: then the read is tried again (and the create, in case the key went).
+	for {
+		_, err = s.kv.Create(ctx, id, b)
+		if err == nil {
+			return c, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return IDClaim{}, fmt.Errorf("claim id %s: %w", id, err)
+		}
+		e, err := s.kv.Get(ctx, id)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			select {
+			case <-ctx.Done():
+				return IDClaim{}, fmt.Errorf("claim id %s: the holder could not be read: %w", id, ctx.Err())
+			case <-time.After(10 * time.Millisecond):
+			}
+			continue
+		}
+		if err != nil {
+			return IDClaim{}, fmt.Errorf("claim id %s: read the holder: %w", id, err)
+		}
+		var held IDClaim
+		if err := json.Unmarshal(e.Value(), &held); err != nil {
+			return IDClaim{}, fmt.Errorf("claim id %s: %w", id, err)
+		}
+		return held, nil
 	}
-	if !errors.Is(err, jetstream.ErrKeyExists) {
-		return IDClaim{}, fmt.Errorf("claim id %s: %w", id, err)
-	}
-	e, err := s.kv.Get(ctx, id)
-	if err != nil {
-		return IDClaim{}, fmt.Errorf("claim id %s: read the holder: %w", id, err)
-	}
-	var held IDClaim
-	if err := json.Unmarshal(e.Value(), &held); err != nil {
-		return IDClaim{}, fmt.Errorf("claim id %s: %w", id, err)
-	}
-	return held, nil
-}
-
-// ReleaseID forgets the claim of a call refused before anything was dialled, so a retry
-// may be placed by any daemon.
-func (s *IDClaims) ReleaseID(ctx context.Context, id string) error {
-	if err := s.kv.Purge(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("release id %s: %w", id, err)
-	}
-	return nil
 }
 
 // InFlight lists every in-flight record, whoever owns it. Unlike Load it does not take

@@ -7,7 +7,7 @@ export GOEXPERIMENT ?= jsonv2
 PKGS    := ./...
 BIN     := bin/invokeari
 
-.PHONY: run build test check bench fuzz faults itest clean
+.PHONY: run build test check bench fuzz faults itest clean cluster-demo
 
 ## run: start the daemon on the embedded defaults (embedded NATS + built-in Asterisk simulator)
 run:
@@ -51,7 +51,7 @@ faults:
 ## an earlier one failed; the target fails if any did.
 PBX      ?= ../shared/asterisk/pbx
 PBX_BASE ?= 18088
-ITEST_RUN := ^(TestRealPBX.*|TestPBX.*|TestWebhookCallPBX)$$
+ITEST_RUN := ^(TestRealPBX.*|TestPBX.*|TestWebhookCallPBX|TestCluster(SpreadAndOneDialPerID|DaemonKilledCallsAdopted|NATSNodeKilled))$$
 itest:
 	@set -e; env="$$($(PBX) start --base $(PBX_BASE) --export)"; eval "$$env"; \
 	trap '$(PBX) stop --base $(PBX_BASE)' EXIT; rc=0; \
@@ -59,6 +59,11 @@ itest:
 	$(GO) test -count=1 -p 1 -timeout 15m -run '$(ITEST_RUN)' ./stasisapp/ari ./stasisapp ./cmd/invokeari || rc=1; \
 	$(GO) test -count=1 -timeout 10m -run '^TestDifferential$$' ./stasisapp/sim || rc=1; \
 	exit $$rc
+
+## cluster-demo: two daemons sharing calls on a three-node NATS cluster, with the simulator,
+## all on 127.0.0.1 (README "Running several daemons"); stops after CLUSTER_DEMO_SECONDS or Ctrl-C
+cluster-demo: build
+	./configs/cluster/demo.sh
 
 clean:
 	rm -rf bin data

@@ -90,6 +90,8 @@ type RegistryConfig struct {
 	MaxAge time.Duration
 	// Logger receives deletion failures (default: discard).
 	Logger *slog.Logger
+	// Replicas is how many servers of a NATS cluster keep the registry (default 1).
+	Replicas int
 }
 
 // ErrClaimLost is returned by Claim when the record's revision is not the expected one.
@@ -121,6 +123,7 @@ func OpenRegistry(ctx context.Context, js jetstream.JetStream, cfg RegistryConfi
 		MaxMsgsPerSubject: 1,
 		MaxAge:            cfg.MaxAge,
 		AllowDirect:       true,
+		Replicas:          max(cfg.Replicas, 1),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", RegistryStream, err)

@@ -55,6 +55,17 @@ type StreamManager interface {
 // JetStream does not allow a duplicate window longer than MaxAge, so a maxAge under
 // two minutes shortens the window to maxAge.
 func EnsureStream(ctx context.Context, js StreamManager, maxAge time.Duration) error {
+	return EnsureReplicatedStream(ctx, js, maxAge, 1)
+}
+
+// EnsureReplicatedStream is EnsureStream with the stream kept on replicas servers of a
+// NATS cluster (1 on a single server; 3 on a cluster keeps it through the loss of one
+// node). Placement is left to JetStream. While the cluster has not elected its
+// JetStream leader yet the request is retried until ctx ends.
+func EnsureReplicatedStream(ctx context.Context, js StreamManager, maxAge time.Duration, replicas int) error {
+	if replicas < 1 {
+		replicas = 1
+	}
 	if maxAge < 0 {
 		return fmt.Errorf("ensure stream %s: negative max age %s", StreamName, maxAge)
 	}
@@ -68,12 +79,17 @@ func EnsureStream(ctx context.Context, js StreamManager, maxAge time.Duration) e
 		Subjects:    []string{SubjectPrefix + ".>"},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      maxAge,
 		Duplicates:  dup,
 		AllowDirect: true, // the call registry's look-ups by subject are direct gets
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+	err := RetryUnavailable(ctx, func(ctx context.Context) error {
+		_, err := js.CreateOrUpdateStream(ctx, cfg)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("ensure stream %s: %w", StreamName, err)
 	}
 	return nil

@@ -1,6 +1,7 @@
 package stasisapp
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -94,6 +95,9 @@ type Config struct {
 	Webhooks Webhooks
 	// WebhookTimeout bounds one webhook exchange (default 5s).
 	WebhookTimeout time.Duration
+	// Cluster, when set, shares calls with other daemons: ids are claimed across them
+	// and a dead peer's calls are adopted (adopt.go). Nil: this daemon is alone.
+	Cluster *ClusterConfig
 }
 
 // DynamicConfig configures links to Asterisks named in requests.
@@ -151,7 +155,8 @@ type App struct {
 	idle      []chan struct{} // closed when active becomes empty (Drain waits on them); under mu
 	bg        sync.WaitGroup  // background REST work (continue, reconcile) started by the reader
 	runCtx    atomic.Pointer[context.Context]
-	ctl       controlTable // webhook-driven calls, by the ids of what they own
+	ctl       controlTable  // webhook-driven calls, by the ids of what they own
+	cluster   *clusterState // set when cfg.Cluster is
 }
 
 // link is the App's view of one Asterisk.
@@ -210,6 +215,17 @@ func New(cfg Config) (*App, error) {
 		}
 		cfg.Dynamic = &d
 	}
+	if cfg.Cluster != nil {
+		c := *cfg.Cluster
+		if c.Instance == "" || c.IDs == nil || c.Peers == nil || c.Records == nil || c.Events == nil {
+			return nil, errors.New("stasisapp: cluster needs an instance id, id claims, peers, records and events")
+		}
+		c.LeaseTTL = cmp.Or(c.LeaseTTL, events.DefaultLeaseTTL)
+		c.ScanEvery = cmp.Or(c.ScanEvery, 500*time.Millisecond)
+		c.AdoptRate = cmp.Or(c.AdoptRate, 50)
+		c.AdoptWorkers = cmp.Or(c.AdoptWorkers, 8)
+		cfg.Cluster = &c
+	}
 	a := &App{
 		cfg:      cfg,
 		log:      cfg.Logger,
@@ -217,6 +233,9 @@ func New(cfg Config) (*App, error) {
 		active:   make(map[string]*tracked),
 		finished: make(map[string]*tracked),
 		resumed:  make(chan struct{}),
+	}
+	if cfg.Cluster != nil {
+		a.cluster = newClusterState()
 	}
 	for _, s := range cfg.Servers {
 		if s.Name == "" || s.AppName == "" || s.ARI == nil {
@@ -275,6 +294,13 @@ func (a *App) Run(ctx context.Context) error {
 		defer wg.Done()
 		a.sweep(ctx)
 	}()
+	if a.cfg.Cluster != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.adoptLoop(ctx)
+		}()
+	}
 	wg.Wait()
 	a.linksMu.Lock()
 	a.linksDone = true // ctx is done: dynamic links are stopping and no new one starts
@@ -387,6 +413,9 @@ func (a *App) originate(ctx context.Context, req Request) (res Result, dialled b
 	if !a.cfg.Publisher.Accepting() {
 		a.unregister(t)
 		return Result{}, false, ErrBackpressure
+	}
+	if res, remote, err := a.claimID(ctx, t, req.Wait); remote {
+		return res, false, err // another daemon places this id (or the claim failed)
 	}
 	// The in-flight record is written while POST /channels is on its way; the reply
 	// waits for both. The record does not depend on the channel: a crash before it is
@@ -747,16 +776,7 @@ func (a *App) refineAllocationFailure(ctx context.Context, l *link, t *tracked) 
 
 // await blocks until the call reaches what wait asks for, ctx ends, or the wait deadline passes.
 func (a *App) await(ctx context.Context, t *tracked, wait Wait) (Result, error) {
-	var limit time.Duration
-	switch wait {
-	case WaitAccepted:
-		limit = 15 * time.Second
-	case WaitEnd:
-		limit = t.req.Timeout + a.cfg.WaitMargin + a.cfg.MaxCallDuration
-	default:
-		limit = t.req.Timeout + a.cfg.WaitMargin
-	}
-	timer := time.NewTimer(limit)
+	timer := time.NewTimer(a.waitLimit(t, wait))
 	defer timer.Stop()
 	for {
 		t.mu.Lock()
@@ -837,6 +857,7 @@ func (a *App) finish(t *tracked, rec events.Call) {
 	if t.req.Release != nil {
 		t.req.Release()
 	}
+	a.adoptedEnded(t)
 	if a.cfg.Hooks.Ended != nil {
 		a.cfg.Hooks.Ended(t.req, rec)
 	}
@@ -908,8 +929,12 @@ func (a *App) handleEvent(l *link, ev ari.Event) {
 // before a daemon restart): without its request we cannot continue it truthfully, so it
 // is hung up rather than left holding a line.
 func (a *App) orphanInStasis(l *link, ss *ari.StasisStart) {
-	a.log.Warn("untracked channel entered our Stasis app; hanging it up", "server", l.Name, "channel_id", ss.Channel.ID)
 	id := ss.Channel.ID
+	if a.cfg.Cluster != nil {
+		a.background(func(ctx context.Context) { a.orphanInCluster(ctx, l, id) })
+		return
+	}
+	a.log.Warn("untracked channel entered our Stasis app; hanging it up", "server", l.Name, "channel_id", ss.Channel.ID)
 	a.background(func(ctx context.Context) {
 		if err := l.ARI.Hangup(ctx, id, ""); err != nil {
 			a.log.Warn("hang up untracked channel", "channel_id", id, "err", err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -123,6 +124,7 @@ func (a *App) resume(ctx context.Context) error {
 			}
 		}
 	}
+	stored = slices.DeleteFunc(stored, a.ownedElsewhere) // adopted by another daemon since
 	if len(stored) > 0 {
 		a.log.Info("resuming calls recorded by a previous run", "calls", len(stored))
 	}
@@ -158,6 +160,7 @@ func (a *App) resumeOne(ctx context.Context, server string, sc events.StoredCall
 	}
 	if found {
 		t.seq, t.lastKind = last.Seq, last.Event
+		t.call.Resume(last)
 	}
 	ended := sc.Ended
 	if ended == nil && found && last.Event == events.Ended && last.Call != nil {

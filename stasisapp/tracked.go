@@ -42,6 +42,9 @@ type tracked struct {
 	lastKind events.Kind  // last event kind the previous run published
 	final    *events.Call // final record decided by the previous run
 
+	adoptedFrom string // instance id of the dead owner this call was adopted from
+	adoptedApp  string // that owner's Stasis app, which the call was originated into
+
 	ariStatus    int
 	ariBody      any
 	transportErr string

@@ -28,6 +28,15 @@ type Config struct {
 	DynamicServers api.DynamicServers `yaml:"dynamic_servers"`
 	// Callbacks tunes the delivery of status callbacks (keys' webhooks).
 	Callbacks CallbacksConfig `yaml:"callbacks"`
+	// InstanceID names this daemon among several sharing a NATS cluster (default: the
+	// host name and a suffix kept in instance_id_file). It derives the default Stasis app
+	// name, the embedded NATS server name and the lease key.
+	InstanceID string `yaml:"instance_id"`
+	// InstanceIDFile keeps the derived instance id across restarts (default
+	// <dir of nats.embedded.store_dir>/instance-id).
+	InstanceIDFile string `yaml:"instance_id_file"`
+	// Cluster shares calls between several daemons on one NATS (cluster).
+	Cluster ClusterMode `yaml:"cluster"`
 }
 
 // CallbacksConfig tunes status callback delivery (SPEC §8). Zero values take the defaults.
@@ -40,6 +49,14 @@ type CallbacksConfig struct {
 	MinBackoff  time.Duration `yaml:"min_backoff"`   // first retry delay, doubling (default 1s)
 	MaxBackoff  time.Duration `yaml:"max_backoff"`   // longest delay between tries (default 1h)
 	GiveUpAfter time.Duration `yaml:"give_up_after"` // then published on invokeari.callbacks.failed (default 24h)
+}
+
+// ClusterMode turns on scale-out: call ids claimed across daemons (one dial per id) and
+// a dead daemon's calls adopted by a survivor.
+type ClusterMode struct {
+	Enabled      bool    `yaml:"enabled"`
+	AdoptRate    float64 `yaml:"adopt_rate"`    // adoptions started per second at most (default 50)
+	AdoptWorkers int     `yaml:"adopt_workers"` // adoptions under way at most (default 8)
 }
 
 // HTTPConfig is the HTTP front door's listener.
@@ -80,6 +97,9 @@ type NATSConfig struct {
 	StreamMaxAge time.Duration  `yaml:"stream_max_age"` // retention of INVOKEARI_CALLS (default 168h)
 	// RequireKey makes invokeari.originate demand an X-API-Key header like HTTP does.
 	RequireKey bool `yaml:"require_key"`
+	// Replicas is how many servers of a NATS cluster keep the call stream and the
+	// buckets (default 1; 3 on a cluster keeps them through the loss of one node).
+	Replicas int `yaml:"replicas"`
 }
 
 // TLSFiles are PEM files for a TLS client connection.
@@ -93,6 +113,16 @@ type TLSFiles struct {
 type EmbeddedConfig struct {
 	Listen   string `yaml:"listen"`    // default 127.0.0.1:4222
 	StoreDir string `yaml:"store_dir"` // default ./data/nats
+	// Cluster, when set, makes the embedded server a node of a NATS cluster (every
+	// daemon of a three-machine deployment runs one node; no separate NATS install).
+	Cluster *ClusterConfig `yaml:"cluster"`
+}
+
+// ClusterConfig is the embedded server's cluster membership.
+type ClusterConfig struct {
+	Name   string   `yaml:"name"`   // the cluster's name, the same on every node
+	Listen string   `yaml:"listen"` // host:port for routes from the other nodes
+	Routes []string `yaml:"routes"` // the nodes' route URLs, nats-route://host:port
 }
 
 // LimitsConfig holds global limits.
@@ -141,9 +171,12 @@ func (c *Config) applyDefaults() {
 	if c.Limits.DrainTimeout == 0 {
 		c.Limits.DrainTimeout = 60 * time.Second
 	}
+	if c.NATS.Replicas == 0 {
+		c.NATS.Replicas = 1
+	}
 	for i := range c.Asterisk {
 		if c.Asterisk[i].App == "" {
-			c.Asterisk[i].App = "invokeari"
+			c.Asterisk[i].App = defaultApp(c.InstanceID)
 		}
 	}
 	if c.Defaults.Server == "" && len(c.Asterisk) == 1 {
@@ -257,6 +290,23 @@ func (c *Config) Validate() error {
 	}
 	if cb.MinBackoff > 0 && cb.MaxBackoff > 0 && cb.MinBackoff > cb.MaxBackoff {
 		errs = append(errs, errors.New("callbacks.min_backoff: must not exceed max_backoff"))
+	}
+	if c.InstanceID != "" && !validInstanceID(c.InstanceID) {
+		errs = append(errs, fmt.Errorf("instance_id: %q must be 1-64 of [A-Za-z0-9_-]", c.InstanceID))
+	}
+	if c.Cluster.AdoptRate < 0 || c.Cluster.AdoptWorkers < 0 {
+		errs = append(errs, errors.New("cluster.adopt_rate/adopt_workers: must not be negative"))
+	}
+	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("nats.replicas: %d is not 1 to 5", c.NATS.Replicas))
+	}
+	if cl := c.NATS.Embedded.Cluster; cl != nil {
+		if c.NATS.URL != "" {
+			errs = append(errs, errors.New("nats.embedded.cluster: set only without nats.url (the embedded server is not used then)"))
+		}
+		if cl.Name == "" || cl.Listen == "" || len(cl.Routes) == 0 {
+			errs = append(errs, errors.New("nats.embedded.cluster: name, listen and routes are required"))
+		}
 	}
 	if c.Limits.DrainTimeout < 0 {
 		errs = append(errs, errors.New("limits.drain_timeout: must not be negative"))

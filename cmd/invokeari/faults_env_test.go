@@ -169,18 +169,29 @@ func (e *faultEnv) startDaemon() {
 	e.started++
 	n := e.started
 	e.mu.Unlock()
-	p := &childProc{
-		logPath: filepath.Join(e.dir, fmt.Sprintf("daemon-%d.log", n)),
-		errPath: filepath.Join(e.dir, fmt.Sprintf("daemon-%d.stderr", n)),
-		done:    make(chan struct{}),
-	}
+	p, base := startChild(t, e.client, e.cfgPath, filepath.Join(e.dir, fmt.Sprintf("daemon-%d", n)),
+		"TEST_ARI_PASSWORD="+cmp.Or(e.ariPass, testARIPass))
+	e.base.Store(&base)
+	e.mu.Lock()
+	e.proc = p
+	e.mu.Unlock()
+}
+
+// startChild starts a daemon process on cfgPath, logging to prefix.log and
+// prefix.stderr, and waits until it answers /readyz with 200; it returns the process
+// and its http://addr. The process is killed by t.Cleanup if still running. env adds
+// (or overrides) KEY=VALUE entries of the child's environment.
+func startChild(t *testing.T, client *http.Client, cfgPath, prefix string, env ...string) (*childProc, string) {
+	t.Helper()
+	p := &childProc{logPath: prefix + ".log", errPath: prefix + ".stderr", done: make(chan struct{})}
 	errf, err := os.Create(p.errPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.cmd = exec.Command(os.Args[0], "-test.run=^$")
-	p.cmd.Env = append(childEnviron(), faultsChildEnv+"=1", faultsConfigEnv+"="+e.cfgPath,
-		faultsLogEnv+"="+p.logPath, "TEST_ARI_PASSWORD="+cmp.Or(e.ariPass, testARIPass))
+	p.cmd.Env = append(childEnviron(), faultsChildEnv+"=1", faultsConfigEnv+"="+cfgPath,
+		faultsLogEnv+"="+p.logPath, "TEST_ARI_PASSWORD="+testARIPass)
+	p.cmd.Env = append(p.cmd.Env, env...)
 	p.cmd.Stderr = errf
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
@@ -204,19 +215,17 @@ func (e *faultEnv) startDaemon() {
 		close(p.done)
 	}()
 	t.Cleanup(func() { p.kill() })
+	var base string
 	select {
 	case a := <-addrc:
-		base := "http://" + a
-		e.base.Store(&base)
+		base = "http://" + a
 	case <-p.done:
-		t.Fatalf("daemon %d exited before listening: %v\n%s", n, p.waitErr, p.tail())
+		t.Fatalf("daemon %s exited before listening: %v\n%s", filepath.Base(prefix), p.waitErr, p.tail())
 	case <-time.After(30 * time.Second):
-		t.Fatalf("daemon %d did not listen within 30s\n%s", n, p.tail())
+		t.Fatalf("daemon %s did not listen within 30s\n%s", filepath.Base(prefix), p.tail())
 	}
-	e.mu.Lock()
-	e.proc = p
-	e.mu.Unlock()
-	e.waitReady(p)
+	waitChildReady(t, client, base, p)
+	return p, base
 }
 
 // childEnviron is this process's environment without INVOKEARI_* overrides.
@@ -230,11 +239,12 @@ func childEnviron() []string {
 	return out
 }
 
-func (e *faultEnv) waitReady(p *childProc) {
-	e.t.Helper()
+// waitChildReady polls base/readyz until it answers 200.
+func waitChildReady(t *testing.T, client *http.Client, base string, p *childProc) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := e.client.Get(*e.base.Load() + "/readyz")
+		resp, err := client.Get(base + "/readyz")
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
@@ -244,11 +254,11 @@ func (e *faultEnv) waitReady(p *childProc) {
 		}
 		select {
 		case <-p.done:
-			e.t.Fatalf("daemon exited before it was ready: %v\n%s", p.waitErr, p.tail())
+			t.Fatalf("daemon exited before it was ready: %v\n%s", p.waitErr, p.tail())
 		case <-time.After(20 * time.Millisecond): // polling pace; the loop has its own deadline
 		}
 	}
-	e.t.Fatalf("daemon not ready within 20s\n%s", p.tail())
+	t.Fatalf("daemon not ready within 20s\n%s", p.tail())
 }
 
 func (e *faultEnv) current() *childProc {
@@ -464,6 +474,11 @@ func (s *streamLog) readUntil(t *testing.T, done func() bool, quiet, limit time.
 			wait = quiet
 		}
 		m, err := s.cons.Next(jetstream.FetchMaxWait(wait))
+		if errors.Is(err, nats.ErrNoResponders) {
+			// On a NATS cluster: the consumer is being recreated on another node.
+			time.Sleep(50 * time.Millisecond) // polling pace; the loop has its own deadline
+			continue
+		}
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) || (err != nil && !errors.Is(err, nats.ErrTimeout)) {
 			t.Fatalf("read stream: %v", err)
 		}

@@ -24,6 +24,7 @@ commands:
   watch      follow call events live, or replay them from the stream
   bench      run the published benchmark and write BENCHMARKS.md
   hash-key   print the sha256 of an API key for the config's keys[].sha256
+  nats-node  run one NATS cluster node with JetStream (a cluster machine without a daemon)
 `
 
 func main() {
@@ -66,6 +67,8 @@ func run(ctx context.Context, cmd string, args []string, out io.Writer, getenv f
 		return runBench(ctx, args, out)
 	case "hash-key":
 		return hashKey(args, out)
+	case "nats-node":
+		return runNATSNode(ctx, args, out)
 	case "help", "-h", "--help":
 		fmt.Fprint(out, usage)
 		return nil

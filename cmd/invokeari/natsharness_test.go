@@ -124,6 +124,11 @@ limits: {%s}
 log: {level: %s}
 %s`, c.httpExtra, c.simURL, testARIUser, c.app, c.natsURL, c.natsExtra, hex.EncodeToString(sum[:]),
 		c.keyExtra, c.wait, c.limits, c.logLevel, c.extra)
+	if !strings.Contains(c.extra, "instance_id:") {
+		// One instance per app name: daemons sharing a NATS must not share an id, and a
+		// derived one would be written under the test's working directory.
+		yaml += fmt.Sprintf("instance_id: %s\n", c.app)
+	}
 	path := filepath.Join(dir, "invokeari.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)

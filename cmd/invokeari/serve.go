@@ -45,17 +45,19 @@ func serve(ctx context.Context, args []string, out io.Writer, getenv func(string
 	natsListen := fs.String("nats-listen", "", "embedded NATS listen address (env INVOKEARI_NATS_LISTEN)")
 	storeDir := fs.String("store-dir", "", "embedded NATS store dir (env INVOKEARI_NATS_STORE_DIR)")
 	simListen := fs.String("sim-listen", orDefault(getenv("INVOKEARI_SIM_LISTEN"), "127.0.0.1:8088"), "demo mode: simulator listen address (env INVOKEARI_SIM_LISTEN)")
+	instanceID := fs.String("instance-id", "", "this daemon's instance id (env INVOKEARI_INSTANCE_ID; overrides instance_id)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	return runDaemon(ctx, serveOptions{configPath: *configPath, listen: *listen, natsURL: *natsURL,
-		natsListen: *natsListen, storeDir: *storeDir, simListen: *simListen, out: out, getenv: getenv})
+		natsListen: *natsListen, storeDir: *storeDir, simListen: *simListen, instanceID: *instanceID, out: out, getenv: getenv})
 }
 
 // serveOptions are serve's inputs; started, when set, is told the HTTP address once the
 // daemon accepts requests (tests use it instead of fixed ports).
 type serveOptions struct {
 	configPath, listen, natsURL, natsListen, storeDir, simListen string
+	instanceID                                                   string
 	out                                                          io.Writer
 	getenv                                                       func(string) string
 	started                                                      func(httpAddr string, d *daemon)
@@ -80,6 +82,7 @@ func runDaemon(ctx context.Context, o serveOptions) error {
 	override(&cfg.NATS.Embedded.Listen, getenv("INVOKEARI_NATS_LISTEN"), o.natsListen)
 	override(&cfg.NATS.Embedded.StoreDir, getenv("INVOKEARI_NATS_STORE_DIR"), o.storeDir)
 	override(&cfg.Log.Level, getenv("INVOKEARI_LOG_LEVEL"), "")
+	override(&cfg.InstanceID, getenv("INVOKEARI_INSTANCE_ID"), o.instanceID)
 
 	log := newLogger(out, cfg.Log)
 	d := &daemon{log: log, started: o.started, ariDial: o.ariDial}
@@ -97,6 +100,9 @@ func runDaemon(ctx context.Context, o serveOptions) error {
 			}
 			return base(k)
 		}
+	}
+	if err := cfg.resolveInstanceID(os.Hostname); err != nil {
+		return err
 	}
 	cfg.applyDefaults()
 	if err := cfg.resolveSecrets(getenv); err != nil {
@@ -137,21 +143,6 @@ func orDefault(s, def string) string {
 // callStoreTTL bounds how long an in-flight record may stay in the call registry:
 // longer than any call.
 const callStoreTTL = 24 * time.Hour
-
-// instanceID names this daemon in the call registry's records: the host name (a
-// restarted daemon on the same host resumes its calls). Scale-out makes it configurable.
-func instanceID() string {
-	h, err := os.Hostname()
-	if err != nil || h == "" {
-		return "invokeari"
-	}
-	return strings.Map(func(r rune) rune {
-		if r == '.' || r == '*' || r == '>' || r <= ' ' || r == 0x7f {
-			return '_'
-		}
-		return r
-	}, h)
-}
 
 // daemon holds what serve started, for ordered shutdown.
 type daemon struct {
@@ -246,8 +237,7 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	// NATS: embedded unless a URL is configured.
 	url := cfg.NATS.URL
 	if url == "" {
-		emb, err := natsrv.Start(ctx, natsrv.Config{Listen: cfg.NATS.Embedded.Listen, StoreDir: cfg.NATS.Embedded.StoreDir,
-			Logger: log})
+		emb, err := natsrv.Start(ctx, embeddedConfig(cfg, log))
 		if err != nil {
 			return fmt.Errorf("embedded NATS: %w", err)
 		}
@@ -270,16 +260,14 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	err = events.EnsureStream(sctx, js, cfg.NATS.StreamMaxAge)
-	cancel()
-	if err != nil {
+	if err := ensureStream(ctx, js, cfg); err != nil {
 		return fmt.Errorf("stream %s: %w", events.StreamName, err)
 	}
-	sctx, cancel = context.WithTimeout(ctx, 15*time.Second)
-	store, err := events.OpenRegistry(sctx, js, events.RegistryConfig{Owner: instanceID(), MaxAge: callStoreTTL,
-		Logger: log.With("component", "registry")})
-	cancel()
+	lease, err := openLease(ctx, js, cfg, log)
+	if err != nil {
+		return err
+	}
+	store, err := openRegistry(ctx, js, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -325,12 +313,16 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 			return err
 		}
 	}
-	app, err := stasisapp.New(stasisapp.Config{Servers: servers, Publisher: pub, Store: store,
-		Logger: log.With("component", "stasisapp"), Hooks: m.hooks(), Dynamic: dynamic, Webhooks: d.sender})
+	cluster, err := clusterConfig(ctx, js, cfg, lease, store, log)
 	if err != nil {
 		return err
 	}
-	ready := &readiness{app: app, nc: nc, demo: demo}
+	app, err := stasisapp.New(stasisapp.Config{Servers: servers, Publisher: pub, Store: store,
+		Logger: log.With("component", "stasisapp"), Hooks: m.hooks(), Dynamic: dynamic, Webhooks: d.sender, Cluster: cluster})
+	if err != nil {
+		return err
+	}
+	ready := &readiness{app: app, nc: nc, demo: demo, lease: lease}
 	m.register(app, pub, clients)
 	if !cfg.Callbacks.Disabled {
 		cb := cfg.Callbacks
@@ -340,6 +332,8 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 			Logger: log.With("component", "callbacks")})
 		m.registerCallbacks(d.callbacks)
 	}
+	m.registerLease(lease)
+	m.registerCluster(app)
 
 	// Background services, each with its own context so shutdown can go in order.
 	var wg sync.WaitGroup
@@ -359,7 +353,10 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	defer stopApp()
 	cbCtx, stopCallbacks := context.WithCancel(context.Background())
 	defer stopCallbacks()
+	leaseCtx, stopLease := context.WithCancel(context.Background())
+	defer stopLease()
 	start("publisher", pub.Run, pubCtx)
+	start("lease", lease.Run, leaseCtx)
 	start("registry", store.Run, pubCtx)
 	start("stasisapp", app.Run, appCtx)
 	if d.callbacks != nil {
@@ -403,7 +400,7 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 		d.started(ln.Addr().String(), d)
 	}
 	log.Info("invokeari ready to serve", "http", "http://"+ln.Addr().String()+"/v2/invokeARI", "nats", url,
-		"originate_subject", natsdoor.Subject, "demo", demo)
+		"originate_subject", natsdoor.Subject, "demo", demo, "instance_id", cfg.InstanceID)
 
 	var runErr error
 	select {
@@ -432,6 +429,7 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	cancel()
 	stopPub()
 	stopCallbacks() // what it has not delivered stays in the stream and KV for the next start
+	stopLease()     // released last: until now a peer must not adopt our calls
 	wg.Wait()
 	if err := nc.Drain(); err != nil {
 		log.Warn("NATS drain", "err", err)
@@ -457,9 +455,10 @@ func (d *daemon) natsOptions(cfg Config, getenv func(string) string) ([]nats.Opt
 
 // readiness reports /readyz: every Asterisk link and NATS.
 type readiness struct {
-	app  *stasisapp.App
-	nc   *nats.Conn
-	demo bool
+	app   *stasisapp.App
+	nc    *nats.Conn
+	demo  bool
+	lease *events.Lease
 }
 
 func (r *readiness) Ready() (bool, any) {
@@ -470,6 +469,13 @@ func (r *readiness) Ready() (bool, any) {
 	}
 	natsState := map[string]any{"connected": r.nc.IsConnected(), "status": r.nc.Status().String()}
 	detail := map[string]any{"asterisk": links, "nats": natsState}
+	if r.lease != nil {
+		detail["instance_id"] = r.lease.Instance()
+		detail["lease"] = r.lease.State()
+	}
+	if st, ok := r.app.ClusterStatus(); ok {
+		detail["cluster"] = st
+	}
 	if r.demo {
 		detail["simulator"] = "DEMO MODE: Asterisk is the built-in simulator, not a real PBX"
 	}

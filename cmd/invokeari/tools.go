@@ -92,7 +92,10 @@ func runCall(ctx context.Context, args []string, out io.Writer, getenv func(stri
 		return err
 	}
 	defer sub.Unsubscribe()
-	if err := nc.FlushWithContext(ctx); err != nil {
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second) // FlushWithContext needs a deadline
+	err = nc.FlushWithContext(fctx)
+	cancel()
+	if err != nil {
 		return err
 	}
 	reply := make(chan []byte, 1)

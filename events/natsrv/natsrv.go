@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +36,23 @@ type Config struct {
 	// Logger receives the server's warnings and errors, and its notices at debug level
 	// (default: discard).
 	Logger *slog.Logger
+	// ServerName names this server (default "invokeari"); in a cluster every node needs
+	// its own.
+	ServerName string
+	// Cluster, when set, makes this server a node of a NATS cluster, so that JetStream
+	// replicates streams over several machines without a separate NATS install.
+	Cluster *ClusterConfig
+}
+
+// ClusterConfig joins the embedded server to a NATS cluster.
+type ClusterConfig struct {
+	// Name is the cluster's name, the same on every node (required).
+	Name string
+	// Listen is host:port where this node accepts routes from the others (required).
+	Listen string
+	// Routes are the other nodes' route URLs, nats-route://host:port (listing this node
+	// too is harmless).
+	Routes []string
 }
 
 // Embedded is a running in-process nats-server. Its goroutines belong to the
@@ -60,13 +79,22 @@ func Start(ctx context.Context, cfg Config) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
+	name := cfg.ServerName
+	if name == "" {
+		name = "invokeari"
+	}
 	opts := &server.Options{
-		ServerName: "invokeari",
+		ServerName: name,
 		Host:       host,
 		Port:       port,
 		JetStream:  true,
 		StoreDir:   cfg.StoreDir,
 		NoSigs:     true, // signals belong to main
+	}
+	if cfg.Cluster != nil {
+		if err := clusterOptions(opts, *cfg.Cluster); err != nil {
+			return nil, fmt.Errorf("embedded nats: %w", err)
+		}
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -124,6 +152,40 @@ func waitReady(ctx context.Context, srv *server.Server) error {
 			return nil
 		}
 	}
+}
+
+// clusterOptions sets the route listener and routes of a cluster node.
+func clusterOptions(opts *server.Options, c ClusterConfig) error {
+	if c.Name == "" {
+		return errors.New("cluster: name is required")
+	}
+	if strings.ContainsAny(c.Name, " .*>") {
+		return fmt.Errorf("cluster: name %q must not contain spaces, dots or wildcards", c.Name)
+	}
+	host, port, err := parseListen(c.Listen)
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	opts.Cluster.Name = c.Name
+	opts.Cluster.Host = host
+	opts.Cluster.Port = port
+	for _, r := range c.Routes {
+		u, err := url.Parse(r)
+		if err != nil || u.Host == "" {
+			return fmt.Errorf("cluster: route %q: want nats-route://host:port", r)
+		}
+		opts.Routes = append(opts.Routes, u)
+	}
+	return nil
+}
+
+// ClusterURL is the route URL other nodes reach this one at (empty when not clustered).
+func (e *Embedded) ClusterURL() string {
+	addr := e.srv.ClusterAddr()
+	if addr == nil {
+		return ""
+	}
+	return "nats-route://" + addr.String()
 }
 
 // parseListen splits host:port; port 0 and -1 mean a random free port.

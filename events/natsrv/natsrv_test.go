@@ -3,7 +3,9 @@ package natsrv
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/invokeari/invokeari/events"
 )
 
 func TestParseListen(t *testing.T) {
@@ -157,4 +161,83 @@ func (s *syncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestClusterOfEmbeddedServers: three embedded servers given each other's routes form a
+// JetStream cluster that keeps a stream on three replicas, so a three-machine
+// deployment needs no separate NATS install.
+func TestClusterOfEmbeddedServers(t *testing.T) {
+	var ports []int
+	var lns []net.Listener
+	for range 3 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close() // the ports were free a moment ago; the servers take them now
+	}
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var urls []string
+	for i, p := range ports {
+		e, err := Start(ctx, Config{Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), ServerName: fmt.Sprintf("node%d", i+1),
+			Cluster: &ClusterConfig{Name: "demo", Listen: fmt.Sprintf("127.0.0.1:%d", p), Routes: routes}})
+		if err != nil {
+			t.Fatalf("Start node %d: %v", i+1, err)
+		}
+		t.Cleanup(e.Shutdown)
+		if got, want := e.ClusterURL(), routes[i]; got != want {
+			t.Errorf("ClusterURL() = %q, want %q", got, want)
+		}
+		urls = append(urls, e.ClientURL())
+	}
+	nc, err := nats.Connect(strings.Join(urls, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st jetstream.Stream
+	err = events.RetryUnavailable(ctx, func(ctx context.Context) error {
+		st, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, Replicas: 3})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("create R3 stream: %v", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Cluster == nil || info.Cluster.Name != "demo" || len(info.Cluster.Replicas) != 2 {
+		t.Fatalf("stream cluster info = %+v, want cluster demo with a leader and two replicas", info.Cluster)
+	}
+}
+
+func TestClusterConfigRefused(t *testing.T) {
+	for _, c := range []ClusterConfig{
+		{Listen: "127.0.0.1:-1", Routes: []string{"nats-route://127.0.0.1:1"}},              // no name
+		{Name: "a.b", Listen: "127.0.0.1:-1", Routes: []string{"nats-route://127.0.0.1:1"}}, // dotted name
+		{Name: "demo", Listen: "127.0.0.1", Routes: []string{"nats-route://127.0.0.1:1"}},   // no port
+		{Name: "demo", Listen: "127.0.0.1:-1", Routes: []string{"127.0.0.1:1"}},             // not a URL
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		e, err := Start(ctx, Config{Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), Cluster: &c})
+		cancel()
+		if err == nil {
+			e.Shutdown()
+			t.Errorf("Start with cluster %+v succeeded, want an error", c)
+		}
+	}
 }

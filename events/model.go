@@ -65,7 +65,16 @@ type Call struct {
 	EndedAt    *time.Time `json:"ended_at"`
 	RingMS     *int64     `json:"ring_ms"`
 	DurationMS *int64     `json:"duration_ms"`
+	// HangupBy says who hung the call up when invokeari did (HangupByAPI, HangupByDaemon);
+	// empty when the far end or Asterisk ended it, or when that is not known.
+	HangupBy string `json:"hangup_by,omitempty"`
 }
+
+// Who hung a call up, when invokeari did (Call.HangupBy).
+const (
+	HangupByAPI    = "api"    // DELETE /v2/calls/{id} or invokeari.hangup
+	HangupByDaemon = "daemon" // the daemon's drain at shutdown
+)
 
 // Request is what was asked for, without secrets (no aripass, no API key).
 type Request struct {

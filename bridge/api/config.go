@@ -64,6 +64,9 @@ type Key struct {
 	Rate string `yaml:"rate"`
 	// MaxConcurrent caps this key's calls admitted and not yet ended; 0 means no cap.
 	MaxConcurrent int `yaml:"max_concurrent"`
+	// Admin lets the key see and hang up every key's calls (GET/DELETE /v2/calls);
+	// other keys see only their own.
+	Admin bool `yaml:"admin"`
 }
 
 // Patterns are allow and deny globs over a whole destination (`PJSIP/6*`,

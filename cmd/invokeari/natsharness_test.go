@@ -34,6 +34,7 @@ type envOptions struct {
 	httpExtra string           // extra flow-mapping entries of `http:`, e.g. "tls_cert: …"
 	client    *http.Client     // HTTP client for the door (e.g. one trusting a test CA)
 	extraYAML string           // appended top-level YAML
+	keysExtra string           // extra entries of `keys:` after the test key, e.g. "  - name: other\n    sha256: …\n"
 }
 
 // startEnvWith is startEnv with envOptions: the same wiring through runDaemon.
@@ -57,7 +58,7 @@ func startEnvWith(t *testing.T, o envOptions) *testEnv {
 	}
 	path := writeTestConfig(t, t.TempDir(), testConfig{simURL: s.URL(), natsURL: ns.URL, app: o.app,
 		httpExtra: o.httpExtra, natsExtra: o.natsExtra, wait: "answer", limits: "drain_timeout: 5s",
-		logLevel: "debug", extra: o.extraYAML})
+		logLevel: "debug", extra: o.extraYAML, keys: o.keysExtra})
 	env := map[string]string{"TEST_ARI_PASSWORD": testARIPass}
 	e := &testEnv{t: t, sim: s, nats: ns, logs: &syncBuffer{}, done: make(chan error, 1), client: o.client}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -92,6 +93,7 @@ type testConfig struct {
 	limits               string // flow-mapping entries of `limits:`
 	logLevel             string
 	extra                string // appended top-level YAML
+	keys                 string // extra entries of `keys:` after the test key
 }
 
 // writeTestConfig writes a daemon config for one simulated pbx1 (password from
@@ -116,11 +118,11 @@ nats: {url: %q, stream_max_age: 1h%s}
 keys:
   - name: tester
     sha256: %q
-defaults: {timeout: 30s, wait: %s}
+%sdefaults: {timeout: 30s, wait: %s}
 limits: {%s}
 log: {level: %s}
 %s`, c.httpExtra, c.simURL, testARIUser, c.app, c.natsURL, c.natsExtra, hex.EncodeToString(sum[:]),
-		c.wait, c.limits, c.logLevel, c.extra)
+		c.keys, c.wait, c.limits, c.logLevel, c.extra)
 	path := filepath.Join(dir, "invokeari.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)

@@ -37,10 +37,12 @@ func keyEntry(name, key string, admin bool) string {
 	return s
 }
 
-// startControlEnv is startEnv with the keys "other" and "boss" (admin).
+// startControlEnv is startEnv with the keys "other" and "boss" (admin), and an HTTP
+// client that checks every reply against openapi.json.
 func startControlEnv(t *testing.T) *testEnv {
 	t.Helper()
-	return startEnvWith(t, envOptions{keysExtra: keyEntry("other", otherAPIKey, false) + keyEntry("boss", adminAPIKey, true)})
+	return startEnvWith(t, envOptions{keysExtra: keyEntry("other", otherAPIKey, false) + keyEntry("boss", adminAPIKey, true),
+		client: newValidatingClient(t)})
 }
 
 // ctlReply is a decoded call-control reply (HTTP or NATS) with its status.

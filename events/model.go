@@ -70,6 +70,9 @@ type Call struct {
 	DurationMS *int64     `json:"duration_ms"`
 	// WebhookError says why the webhook of a webhook-driven call failed (SPEC §9).
 	WebhookError string `json:"webhook_error,omitempty"`
+	// HangupBy says who hung the call up when invokeari did (HangupByAPI, HangupByDaemon);
+	// empty when the far end or Asterisk ended it, or when that is not known.
+	HangupBy string `json:"hangup_by,omitempty"`
 }
 
 // WebhookExchange is one request to a call's webhook and its answer: the host only,
@@ -81,6 +84,12 @@ type WebhookExchange struct {
 	MS     int64  `json:"ms"`     // how long the exchange took
 	Error  string `json:"error,omitempty"`
 }
+
+// Who hung a call up, when invokeari did (Call.HangupBy).
+const (
+	HangupByAPI    = "api"    // DELETE /v2/calls/{id} or invokeari.hangup
+	HangupByDaemon = "daemon" // the daemon's drain at shutdown
+)
 
 // Request is what was asked for, without secrets (no aripass, no API key).
 type Request struct {

@@ -17,6 +17,12 @@ const StreamName = "INVOKEARI_CALLS"
 // SubjectPrefix is the subject prefix of call events: invokeari.calls.<id>.<kind>.
 const SubjectPrefix = "invokeari.calls"
 
+// EventSubjects matches every call event and nothing else: exactly two tokens after
+// the prefix. Not `invokeari.calls.>`, which would also take in the request subject
+// invokeari.calls.get (the stream would store each request and answer it with a PubAck
+// that races the daemon's reply).
+const EventSubjects = SubjectPrefix + ".*.*"
+
 // DuplicateWindow is how long the stream remembers a Nats-Msg-Id to drop a re-sent event.
 const DuplicateWindow = 2 * time.Minute
 
@@ -50,7 +56,7 @@ type StreamManager interface {
 }
 
 // EnsureStream creates the INVOKEARI_CALLS stream, or updates it to the wanted
-// configuration: subjects invokeari.calls.>, file storage, events kept for maxAge
+// configuration: subjects EventSubjects, file storage, events kept for maxAge
 // (0 keeps them until limits are hit) and duplicates dropped within DuplicateWindow.
 // JetStream does not allow a duplicate window longer than MaxAge, so a maxAge under
 // two minutes shortens the window to maxAge.
@@ -76,7 +82,7 @@ func EnsureReplicatedStream(ctx context.Context, js StreamManager, maxAge time.D
 	cfg := jetstream.StreamConfig{
 		Name:        StreamName,
 		Description: "invokeari call events",
-		Subjects:    []string{SubjectPrefix + ".>"},
+		Subjects:    []string{EventSubjects},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,

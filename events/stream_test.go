@@ -61,8 +61,8 @@ func TestEnsureStreamCreatesThenUpdates(t *testing.T) {
 			}
 			got := st.CachedInfo().Config
 			if got.MaxAge != tt.maxAge || got.Duplicates != tt.wantDup || got.Storage != jetstream.FileStorage ||
-				len(got.Subjects) != 1 || got.Subjects[0] != "invokeari.calls.>" {
-				t.Errorf("config: MaxAge %s Duplicates %s Storage %s Subjects %v; want %s %s file [invokeari.calls.>]",
+				len(got.Subjects) != 1 || got.Subjects[0] != "invokeari.calls.*.*" {
+				t.Errorf("config: MaxAge %s Duplicates %s Storage %s Subjects %v; want %s %s file [invokeari.calls.*.*]",
 					got.MaxAge, got.Duplicates, got.Storage, got.Subjects, tt.maxAge, tt.wantDup)
 			}
 		})

@@ -63,7 +63,8 @@ type Call struct {
 	softFlags   int  // OR of soft-hangup flags seen
 
 	canceling    bool   // we sent DELETE (Canceling)
-	cancelReason string // "request" or "shutdown"
+	cancelReason string // "api", "request" or "shutdown"
+	cancelNote   string // the API client's own reason for hanging up (HangingUp)
 	calleeFirst  bool   // the far end had already ended the call when Canceling was called
 	refused      bool   // ended by OriginateFailed (RefineFailure allowed)
 	lost         bool   // ended by Lost
@@ -171,10 +172,11 @@ func (c *Call) RefineFailure(o events.Outcome, reason string) {
 	}
 }
 
-// Canceling records that we are hanging the call up ourselves (reason "request" or
-// "shutdown"): if it was not answered and the far end had not already ended it, the
+// Canceling records that we are hanging the call up ourselves (reason "api", "request"
+// or "shutdown"): if it was not answered and the far end had not already ended it, the
 // NOANSWER / cause 16 (or, with ?reason=busy, BUSY / 17) that follows is ours and the
-// call ends as Canceled.
+// call ends as Canceled. Either way, unless the far end was first, the record's
+// hangup_by says who hung up ("daemon" for shutdown, else "api").
 func (c *Call) Canceling(reason string) {
 	if c.final || c.canceling {
 		return
@@ -182,6 +184,42 @@ func (c *Call) Canceling(reason string) {
 	c.canceling = true
 	c.cancelReason = reason
 	c.calleeFirst = c.finalDial || c.hasReqCause
+}
+
+// HangingUp records that an API client asked to hang the call up (DELETE
+// /v2/calls/{id}, invokeari.hangup): Canceling with reason "api", and note, the client's
+// optional reason, kept in the record's reason. It reports whether this request is the
+// one that started the hangup (false when the call is final or already being hung up).
+func (c *Call) HangingUp(note string) bool {
+	if c.final || c.canceling {
+		return false
+	}
+	c.Canceling(cancelByAPI)
+	c.cancelNote = note
+	return true
+}
+
+// HangupRefused undoes HangingUp when Asterisk refused the hangup (the channel goes on,
+// so its end is not ours). It does nothing once the call is final.
+func (c *Call) HangupRefused() {
+	if c.final || c.cancelReason != cancelByAPI {
+		return
+	}
+	c.canceling, c.cancelReason, c.cancelNote, c.calleeFirst = false, "", "", false
+}
+
+// cancelByAPI is the Canceling reason of HangingUp.
+const cancelByAPI = "api"
+
+// hungUpByUs reports whether our own hangup ended the call (the far end was not first).
+func (c *Call) hungUpByUs() bool { return c.canceling && !c.calleeFirst }
+
+// canceler names who hung up, with the API client's note, for reasons.
+func (c *Call) canceler() string {
+	if c.cancelNote != "" {
+		return c.cancelReason + ": " + c.cancelNote
+	}
+	return c.cancelReason
 }
 
 // Lost ends a call whose end was not seen (e.g. its channel was gone after an ARI
@@ -349,10 +387,14 @@ func (c *Call) finish(out []Change, o events.Outcome, at time.Time) []Change {
 // decide picks the outcome from the evidence, strongest first (SPEC §4b.4).
 func (c *Call) decide(at time.Time) (events.Outcome, string) {
 	if c.answered() {
-		return events.Completed, "answered, then ended: " + causeReason(c.cause, c.causeTxt)
+		r := "answered, then ended: " + causeReason(c.cause, c.causeTxt)
+		if c.hungUpByUs() {
+			r += "; hung up by " + c.canceler()
+		}
+		return events.Completed, r
 	}
-	if c.canceling && !c.calleeFirst {
-		return events.Canceled, "canceled by " + c.cancelReason + " (" + c.evidence() + ")"
+	if c.hungUpByUs() {
+		return events.Canceled, "canceled by " + c.canceler() + " (" + c.evidence() + ")"
 	}
 	if c.finalDial {
 		if o, r, ok := byDialStatus(c.dialStatus); ok {
@@ -440,6 +482,12 @@ func (c *Call) Record() events.Call {
 	}
 	if c.outcome == events.Completed {
 		r.DurationMS = msPtr(c.endedAt.Sub(c.answeredAt))
+	}
+	if c.final && !c.lost && !c.refused && c.hungUpByUs() {
+		r.HangupBy = events.HangupByAPI
+		if c.cancelReason == "shutdown" {
+			r.HangupBy = events.HangupByDaemon
+		}
 	}
 	return r
 }

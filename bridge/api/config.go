@@ -66,6 +66,9 @@ type Key struct {
 	MaxConcurrent int `yaml:"max_concurrent"`
 	// Webhooks is the key's policy for status callbacks and webhook URLs in e.
 	Webhooks Webhooks `yaml:"webhooks"`
+	// Admin lets the key see and hang up every key's calls (GET/DELETE /v2/calls);
+	// other keys see only their own.
+	Admin bool `yaml:"admin"`
 }
 
 // Patterns are allow and deny globs over a whole destination (`PJSIP/6*`,

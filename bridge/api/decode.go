@@ -26,39 +26,55 @@ type Fields struct {
 	Callback, CallbackEvents string
 }
 
-// fieldPtr returns the Fields member for a wire field name, or nil for an unknown name.
-// Wire names are case-sensitive, as in the hosted API.
-func (f *Fields) fieldPtr(name string) *string {
-	switch name {
-	case "d":
-		return &f.D
-	case "c":
-		return &f.C
-	case "e":
-		return &f.E
-	case "t":
-		return &f.T
-	case "i":
-		return &f.I
-	case "v":
-		return &f.V
-	case "ari":
-		return &f.Ari
-	case "ariuser":
-		return &f.AriUser
-	case "aripass":
-		return &f.AriPass
-	case "wait":
-		return &f.Wait
-	case "id":
-		return &f.ID
-	case "callback":
-		return &f.Callback
-	case "callback_events":
-		return &f.CallbackEvents
+// originateFields is the table of the originate request's wire fields: the one list
+// the decoders, FieldNames and the OpenAPI test read. Wire names are case-sensitive, as
+// in the hosted API.
+var originateFields = []wireField[Fields]{
+	{"d", func(f *Fields) *string { return &f.D }},
+	{"c", func(f *Fields) *string { return &f.C }},
+	{"e", func(f *Fields) *string { return &f.E }},
+	{"t", func(f *Fields) *string { return &f.T }},
+	{"i", func(f *Fields) *string { return &f.I }},
+	{"v", func(f *Fields) *string { return &f.V }},
+	{"ari", func(f *Fields) *string { return &f.Ari }},
+	{"ariuser", func(f *Fields) *string { return &f.AriUser }},
+	{"aripass", func(f *Fields) *string { return &f.AriPass }},
+	{"wait", func(f *Fields) *string { return &f.Wait }},
+	{"id", func(f *Fields) *string { return &f.ID }},
+	{"callback", func(f *Fields) *string { return &f.Callback }},
+	{"callback_events", func(f *Fields) *string { return &f.CallbackEvents }},
+}
+
+// wireField is one named string field of a request struct T.
+type wireField[T any] struct {
+	name string
+	ptr  func(*T) *string
+}
+
+// lookupField returns the member of v named name in table, or nil for an unknown name.
+func lookupField[T any](table []wireField[T], v *T, name string) *string {
+	for _, f := range table {
+		if f.name == name {
+			return f.ptr(v)
+		}
 	}
 	return nil
 }
+
+// names lists a field table's wire names in order.
+func names[T any](table []wireField[T]) []string {
+	out := make([]string, len(table))
+	for i, f := range table {
+		out[i] = f.name
+	}
+	return out
+}
+
+// FieldNames lists the originate request's wire fields (form and JSON).
+func FieldNames() []string { return names(originateFields) }
+
+// fieldPtr returns the Fields member for a wire field name, or nil for an unknown name.
+func (f *Fields) fieldPtr(name string) *string { return lookupField(originateFields, f, name) }
 
 // MergeIdempotencyKey folds the Idempotency-Key header into f.ID: the header fills an
 // empty id; an id field and a header that differ are refused (400).
@@ -147,12 +163,22 @@ func decodeForm(body []byte) (Fields, *Error) {
 var jsonInt = regexp.MustCompile(`^-?[0-9]+$`)
 
 func decodeJSON(body []byte) (Fields, *Error) {
-	invalid := func(msg string) (Fields, *Error) {
-		return Fields{}, newError(http.StatusBadRequest, CodeInvalidBody, "", "%s", msg)
+	var f Fields
+	if e := decodeJSONObject(body, func(name string) *string { return f.fieldPtr(name) }); e != nil {
+		return Fields{}, e
+	}
+	return f, nil
+}
+
+// decodeJSONObject decodes one JSON object of string fields into the members field
+// names (nil: unknown field, refused). Only `t` may also be a JSON integer.
+func decodeJSONObject(body []byte, field func(name string) *string) *Error {
+	invalid := func(msg string) *Error {
+		return newError(http.StatusBadRequest, CodeInvalidBody, "", "%s", msg)
 	}
 	if !utf8.Valid(body) {
 		// encoding/json would silently turn invalid bytes into U+FFFD.
-		return Fields{}, newError(http.StatusBadRequest, CodeInvalidEncoding, "", "body is not valid UTF-8")
+		return newError(http.StatusBadRequest, CodeInvalidEncoding, "", "body is not valid UTF-8")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
@@ -163,7 +189,6 @@ func decodeJSON(body []byte) (Fields, *Error) {
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
 		return invalid("body is not a JSON object")
 	}
-	var f Fields
 	seen := make(map[string]bool)
 	for dec.More() {
 		tok, err := dec.Token()
@@ -171,12 +196,12 @@ func decodeJSON(body []byte) (Fields, *Error) {
 			return invalid("malformed JSON")
 		}
 		key, _ := tok.(string) // object keys are always strings
-		p := f.fieldPtr(key)
+		p := field(key)
 		if p == nil {
-			return Fields{}, newError(http.StatusBadRequest, CodeUnknownField, safeName(key), "unknown field %q", safeName(key))
+			return newError(http.StatusBadRequest, CodeUnknownField, safeName(key), "unknown field %q", safeName(key))
 		}
 		if seen[key] {
-			return Fields{}, newError(http.StatusBadRequest, CodeDuplicateField, key, "field %s given more than once", key)
+			return newError(http.StatusBadRequest, CodeDuplicateField, key, "field %s given more than once", key)
 		}
 		seen[key] = true
 		tok, err = dec.Token()
@@ -188,11 +213,11 @@ func decodeJSON(body []byte) (Fields, *Error) {
 			*p = v
 		case json.Number:
 			if key != "t" || !jsonInt.MatchString(string(v)) {
-				return Fields{}, typeError(key)
+				return typeError(key)
 			}
 			*p = string(v)
 		default:
-			return Fields{}, typeError(key)
+			return typeError(key)
 		}
 	}
 	if _, err := dec.Token(); err != nil { // the closing '}'
@@ -201,7 +226,7 @@ func decodeJSON(body []byte) (Fields, *Error) {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return invalid("data after the JSON object")
 	}
-	return f, nil
+	return nil
 }
 
 func typeError(key string) *Error {

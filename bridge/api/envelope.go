@@ -13,8 +13,13 @@ type Envelope struct {
 	Status   string       `json:"status"` // "success" or "fail"
 	Response EnvResponse  `json:"response"`
 	Call     *events.Call `json:"call,omitempty"`
-	Error    *Error       `json:"error,omitempty"`
-	Debug    *Debug       `json:"debug,omitempty"`
+	// Calls and NextCursor are a page of GET /v2/calls (NextCursor empty on the last page).
+	Calls      []events.Call `json:"calls,omitzero"`
+	NextCursor string        `json:"next_cursor,omitempty"`
+	// Hangup says, on a hangup reply, whether the end of the call was confirmed.
+	Hangup *HangupState `json:"hangup,omitempty"`
+	Error  *Error       `json:"error,omitempty"`
+	Debug  *Debug       `json:"debug,omitempty"`
 }
 
 // EnvResponse is the envelope's `response` object, kept as the hosted API shaped it.

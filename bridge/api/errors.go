@@ -46,6 +46,9 @@ const (
 	CodeARIUnreachable       = "ari_unreachable"      // 502 transport failure
 	CodeWaitTimeout          = "wait_timeout"         // 504
 	CodeInternal             = "internal"             // 500
+	CodeMethodNotAllowed     = "method_not_allowed"   // 405
+	CodeCallNotFound         = "call_not_found"       // 404 unknown call id, or another key's call
+	CodeLookupUnavailable    = "lookup_unavailable"   // 503 the record of ended calls cannot be read
 )
 
 // Error is the `error` object of the reply envelope plus the HTTP status to reply with.

@@ -1,5 +1,7 @@
 // Package httpdoor is the HTTP front door: POST /v2/invokeARI (wire-compatible with the
-// hosted InvokeARI API) plus the operations endpoints /healthz, /readyz and /metrics.
+// hosted InvokeARI API), call control (GET /v2/calls, GET and DELETE /v2/calls/{id}),
+// the operations endpoints /healthz, /readyz and /metrics, and /openapi.json, the
+// OpenAPI document of them all.
 package httpdoor
 
 import (
@@ -32,6 +34,8 @@ type Config struct {
 	Originator Originator
 	Gate       *api.Gate
 	Readiness  Readiness
+	// Calls serves the call-control routes (optional: without it they are not served).
+	Calls api.CallControl
 	// Metrics serves GET /metrics (optional).
 	Metrics http.Handler
 	// Observe is told each originate's key name and reply status (optional, for metrics).
@@ -41,9 +45,10 @@ type Config struct {
 
 // Handler serves the door's routes.
 type Handler struct {
-	cfg Config
-	log *slog.Logger
-	mux *http.ServeMux
+	cfg    Config
+	log    *slog.Logger
+	mux    *http.ServeMux
+	routes []string
 }
 
 var _ Originator = (*stasisapp.App)(nil)
@@ -54,14 +59,29 @@ func New(cfg Config) *Handler {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
-	h.mux.HandleFunc("/v2/invokeARI", h.invoke)
-	h.mux.HandleFunc("GET /healthz", h.healthz)
-	h.mux.HandleFunc("GET /readyz", h.readyz)
-	if cfg.Metrics != nil {
-		h.mux.Handle("GET /metrics", cfg.Metrics)
+	h.handle("/v2/invokeARI", http.HandlerFunc(h.invoke))
+	if cfg.Calls != nil {
+		h.handle("GET /v2/calls", http.HandlerFunc(h.listCalls))
+		h.handle("GET /v2/calls/{id}", http.HandlerFunc(h.getCall))
+		h.handle("DELETE /v2/calls/{id}", http.HandlerFunc(h.hangupCall))
 	}
+	h.handle("GET /healthz", http.HandlerFunc(h.healthz))
+	h.handle("GET /readyz", http.HandlerFunc(h.readyz))
+	if cfg.Metrics != nil {
+		h.handle("GET /metrics", cfg.Metrics)
+	}
+	h.handle("GET /openapi.json", http.HandlerFunc(serveOpenAPI))
 	return h
 }
+
+func (h *Handler) handle(pattern string, handler http.Handler) {
+	h.mux.Handle(pattern, handler)
+	h.routes = append(h.routes, pattern)
+}
+
+// Routes lists the ServeMux patterns the handler serves, in registration order
+// (the OpenAPI test checks each is documented).
+func (h *Handler) Routes() []string { return append([]string(nil), h.routes...) }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
@@ -69,7 +89,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 func (h *Handler) invoke(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		h.fail(w, r, "", &api.Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
+		h.fail(w, r, "", &api.Error{Status: http.StatusMethodNotAllowed, Code: api.CodeMethodNotAllowed,
 			Message: "use POST"}, nil)
 		return
 	}

@@ -1,5 +1,6 @@
 // Package natsdoor is the NATS front door: originate commands on invokeari.originate
-// (request/reply or fire-and-forget), served in queue group "invokeari" so several
+// (request/reply or fire-and-forget) and call control on invokeari.calls.get and
+// invokeari.hangup (request/reply), served in queue group "invokeari" so several
 // daemons share the load. Validation, policy and errors are bridge/api's, as for HTTP.
 package natsdoor
 
@@ -20,10 +21,14 @@ import (
 	"github.com/invokeari/invokeari/stasisapp"
 )
 
-// Subject and QueueGroup of the originate door (SPEC §3).
+// Subjects and QueueGroup of the door (SPEC §3, §8).
 const (
-	Subject    = "invokeari.originate"
-	QueueGroup = "invokeari"
+	Subject = "invokeari.originate"
+	// GetSubject and HangupSubject take `{id}` and `{id, reason?}`: the NATS twins of
+	// GET and DELETE /v2/calls/{id}.
+	GetSubject    = "invokeari.calls.get"
+	HangupSubject = "invokeari.hangup"
+	QueueGroup    = "invokeari"
 	// StatusHeader carries the reply's status code (the HTTP door's status) on NATS replies.
 	StatusHeader = "Invokeari-Status"
 	// RetryAfterHeader carries Retry-After (seconds) on 429 and back-pressure 503 replies,
@@ -54,7 +59,10 @@ type Originator interface {
 type Config struct {
 	Conn       *nats.Conn
 	Originator Originator
-	Gate       *api.Gate
+	// Calls serves GetSubject and HangupSubject (optional: without it they are not
+	// subscribed).
+	Calls api.CallControl
+	Gate  *api.Gate
 	// RequireKey demands an X-API-Key header; without it, a message with no key runs
 	// as the internal principal (no per-key policy, same validation).
 	RequireKey bool
@@ -103,25 +111,43 @@ type server struct {
 	wg      sync.WaitGroup
 }
 
+// route is one subject the door serves and its handler.
+type route struct {
+	subject string
+	handle  func(context.Context, *nats.Msg)
+}
+
 // Run subscribes and serves until ctx ends. Then it stops taking new messages (the
-// subscription is drained: what the server already sent this daemon is still served,
+// subscriptions are drained: what the server already sent this daemon is still served,
 // new messages go to the other members of the queue group), lets requests in flight
 // finish for up to Grace, answers the rest, and returns when every handler has replied.
 func (d *Door) Run(ctx context.Context) error {
 	work, cut := context.WithCancel(context.WithoutCancel(ctx))
 	defer cut()
 	s := &server{d: d, sem: make(chan struct{}, d.cfg.MaxHandlers), work: work}
-	sub, err := d.cfg.Conn.QueueSubscribe(Subject, QueueGroup, s.deliver)
-	if err != nil {
-		return fmt.Errorf("subscribe %s: %w", Subject, err)
+	routes := []route{{Subject, d.handle}}
+	if d.cfg.Calls != nil {
+		routes = append(routes, route{GetSubject, d.handleGet}, route{HangupSubject, d.handleHangup})
 	}
-	closed := sub.StatusChanged(nats.SubscriptionClosed)
-	if err := sub.SetPendingLimits(pendingMsgs, pendingBytes); err != nil {
-		d.log.Warn("set pending limits", "err", err)
+	var subs []*nats.Subscription
+	var closed []<-chan nats.SubStatus
+	for _, rt := range routes {
+		sub, err := d.cfg.Conn.QueueSubscribe(rt.subject, QueueGroup, func(m *nats.Msg) { s.deliver(m, rt.handle) })
+		if err != nil {
+			for _, sub := range subs {
+				_ = sub.Unsubscribe()
+			}
+			return fmt.Errorf("subscribe %s: %w", rt.subject, err)
+		}
+		if err := sub.SetPendingLimits(pendingMsgs, pendingBytes); err != nil {
+			d.log.Warn("set pending limits", "subject", rt.subject, "err", err)
+		}
+		subs = append(subs, sub)
+		closed = append(closed, sub.StatusChanged(nats.SubscriptionClosed))
 	}
 	select {
 	case <-ctx.Done():
-	case <-closed:
+	case <-closed[0]:
 		// The connection was closed under the door: it cannot serve any more.
 		s.stop()
 		return fmt.Errorf("subscription %s: %w", Subject, nats.ErrConnectionClosed)
@@ -129,17 +155,26 @@ func (d *Door) Run(ctx context.Context) error {
 
 	grace := time.AfterFunc(d.cfg.Grace, cut)
 	defer grace.Stop()
-	if err := sub.Drain(); err != nil {
-		d.log.Warn("drain subscription", "err", err)
+	for i, sub := range subs {
+		if err := sub.Drain(); err != nil {
+			d.log.Warn("drain subscription", "subject", routes[i].subject, "err", err)
+		}
 	}
 	limit := time.NewTimer(d.cfg.Grace + drainSlack)
 	defer limit.Stop()
-	select {
-	case <-closed:
-	case <-limit.C:
+	expired := false
+	for i, sub := range subs {
+		if !expired {
+			select {
+			case <-closed[i]:
+				continue
+			case <-limit.C:
+				expired = true
+			}
+		}
 		// NATS never confirmed the drain (e.g. disconnected): stop delivery here.
 		n, _, _ := sub.Pending()
-		d.log.Warn("subscription drain did not finish; unsubscribing", "pending", n)
+		d.log.Warn("subscription drain did not finish; unsubscribing", "subject", routes[i].subject, "pending", n)
 		_ = sub.Unsubscribe()
 	}
 	s.stop()
@@ -154,9 +189,10 @@ func (s *server) stop() {
 	s.wg.Wait()
 }
 
-// deliver is the subscription's callback. It blocks while MaxHandlers requests are in
-// flight, so further messages wait in the subscription's pending buffer.
-func (s *server) deliver(m *nats.Msg) {
+// deliver is the subscriptions' callback: it runs handle for m. It blocks while
+// MaxHandlers requests are in flight, so further messages wait in the subscription's
+// pending buffer.
+func (s *server) deliver(m *nats.Msg, handle func(context.Context, *nats.Msg)) {
 	s.sem <- struct{}{}
 	s.mu.Lock()
 	if s.stopped {
@@ -171,7 +207,7 @@ func (s *server) deliver(m *nats.Msg) {
 	go func() {
 		defer s.wg.Done()
 		defer func() { <-s.sem }()
-		s.d.handle(s.work, m)
+		handle(s.work, m)
 	}()
 }
 
@@ -222,16 +258,9 @@ func (d *Door) refuse(m *nats.Msg, e *api.Error) { d.reply(m, "", e, nil) }
 // admit authenticates, validates and admits one message, exactly as the HTTP door does
 // (same order: key, size, body, policy, limits).
 func (d *Door) admit(m *nats.Msg) (string, stasisapp.Request, *api.Error) {
-	var p *api.Principal
-	apiKey := m.Header.Get("X-API-Key")
-	switch {
-	case apiKey != "" || d.cfg.RequireKey:
-		var aerr *api.Error
-		if p, aerr = d.cfg.Gate.Authenticate(apiKey); aerr != nil {
-			return "", stasisapp.Request{}, aerr
-		}
-	default:
-		p = d.cfg.Gate.Internal()
+	p, aerr := d.principal(m)
+	if aerr != nil {
+		return "", stasisapp.Request{}, aerr
 	}
 	if len(m.Data) > api.MaxBody {
 		return p.Name, stasisapp.Request{}, api.BodyTooLarge()
@@ -266,10 +295,25 @@ func (d *Door) reply(m *nats.Msg, key string, e *api.Error, res *stasisapp.Resul
 	d.send(m, key, status, env, e.RetryAfterSeconds())
 }
 
+// principal authenticates a message's X-API-Key; a message without one runs as the
+// internal principal unless RequireKey.
+func (d *Door) principal(m *nats.Msg) (*api.Principal, *api.Error) {
+	apiKey := m.Header.Get("X-API-Key")
+	if apiKey != "" || d.cfg.RequireKey {
+		return d.cfg.Gate.Authenticate(apiKey)
+	}
+	return d.cfg.Gate.Internal(), nil
+}
+
 func (d *Door) send(m *nats.Msg, key string, status int, env api.Envelope, retryAfter int) {
 	if d.cfg.Observe != nil {
 		d.cfg.Observe(key, status)
 	}
+	d.publish(m, status, env, retryAfter)
+}
+
+// publish sends env as the reply to m (nothing when m wants none).
+func (d *Door) publish(m *nats.Msg, status int, env api.Envelope, retryAfter int) {
 	if m.Reply == "" {
 		return
 	}

@@ -114,4 +114,3 @@ func readmeRecipe(t *testing.T, path string) []string {
 	}
 	return lines
 }
-

@@ -1,5 +1,6 @@
 // Command invokeari is the daemon that places calls through Asterisk's ARI and reports
-// their outcome over HTTP and NATS. Subcommands: serve, sim, call, watch, bench, hash-key.
+// their outcome over HTTP and NATS. Subcommands: serve, sim, call, calls, watch, bench,
+// hash-key.
 package main
 
 import (
@@ -21,6 +22,7 @@ commands:
   serve      run the daemon (no config and no Asterisk: embedded NATS + built-in Asterisk simulator)
   sim        run the Asterisk simulator alone (ARI on 127.0.0.1:8088)
   call       place a call over HTTP or NATS and print its progress
+  calls      look a call up, list calls, hang one up: calls get ID | calls list | calls hangup ID
   watch      follow call events live, or replay them from the stream
   bench      run the published benchmark and write BENCHMARKS.md
   hash-key   print the sha256 of an API key for the config's keys[].sha256
@@ -61,6 +63,8 @@ func run(ctx context.Context, cmd string, args []string, out io.Writer, getenv f
 		return runSim(ctx, args, out)
 	case "call":
 		return runCall(ctx, args, out, getenv)
+	case "calls":
+		return runCalls(ctx, args, out, getenv)
 	case "watch":
 		return runWatch(ctx, args, out, getenv)
 	case "bench":

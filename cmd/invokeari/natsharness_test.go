@@ -35,6 +35,7 @@ type envOptions struct {
 	client    *http.Client     // HTTP client for the door (e.g. one trusting a test CA)
 	extraYAML string           // appended top-level YAML
 	keyExtra  string           // extra YAML lines of the test key, indented 4 spaces
+	keysExtra string           // extra entries of `keys:` after the test key, e.g. "  - name: other\n    sha256: …\n"
 }
 
 // startEnvWith is startEnv with envOptions: the same wiring through runDaemon.
@@ -58,7 +59,7 @@ func startEnvWith(t *testing.T, o envOptions) *testEnv {
 	}
 	path := writeTestConfig(t, t.TempDir(), testConfig{simURL: s.URL(), natsURL: ns.URL, app: o.app,
 		httpExtra: o.httpExtra, natsExtra: o.natsExtra, wait: "answer", limits: "drain_timeout: 5s",
-		logLevel: "debug", extra: o.extraYAML, keyExtra: o.keyExtra})
+		logLevel: "debug", extra: o.extraYAML, keyExtra: o.keyExtra, keys: o.keysExtra})
 	env := map[string]string{"TEST_ARI_PASSWORD": testARIPass}
 	e := &testEnv{t: t, sim: s, nats: ns, logs: &syncBuffer{}, done: make(chan error, 1), client: o.client}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -94,6 +95,7 @@ type testConfig struct {
 	logLevel             string
 	extra                string // appended top-level YAML
 	keyExtra             string // extra YAML lines of the test key, indented 4 spaces
+	keys                 string // extra entries of `keys:` after the test key
 }
 
 // writeTestConfig writes a daemon config for one simulated pbx1 (password from
@@ -119,11 +121,11 @@ keys:
   - name: tester
     sha256: %q
 %s
-defaults: {timeout: 30s, wait: %s}
+%sdefaults: {timeout: 30s, wait: %s}
 limits: {%s}
 log: {level: %s}
 %s`, c.httpExtra, c.simURL, testARIUser, c.app, c.natsURL, c.natsExtra, hex.EncodeToString(sum[:]),
-		c.keyExtra, c.wait, c.limits, c.logLevel, c.extra)
+		c.keyExtra, c.keys, c.wait, c.limits, c.logLevel, c.extra)
 	if !strings.Contains(c.extra, "instance_id:") {
 		// One instance per app name: daemons sharing a NATS must not share an id, and a
 		// derived one would be written under the test's working directory.

@@ -367,7 +367,7 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	// Front doors.
 	doorCtx, stopDoors := context.WithCancel(ctx)
 	defer stopDoors()
-	h := httpdoor.New(httpdoor.Config{Originator: app, Gate: gate, Readiness: ready, Metrics: m.handler(),
+	h := httpdoor.New(httpdoor.Config{Originator: app, Calls: app, Gate: gate, Readiness: ready, Metrics: m.handler(),
 		Observe: m.observeReply("http"), Logger: log.With("component", "http")})
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
@@ -386,7 +386,7 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 			errc <- fmt.Errorf("http: %w", err)
 		}
 	}()
-	nd := natsdoor.New(natsdoor.Config{Conn: nc, Originator: app, Gate: gate, RequireKey: cfg.NATS.RequireKey,
+	nd := natsdoor.New(natsdoor.Config{Conn: nc, Originator: app, Calls: app, Gate: gate, RequireKey: cfg.NATS.RequireKey,
 		Observe: m.observeReply("nats"), Logger: log.With("component", "natsdoor")})
 	doors.Add(1)
 	go func() {

@@ -188,7 +188,7 @@ func runWatch(ctx context.Context, args []string, out io.Writer, getenv func(str
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	subject := events.SubjectPrefix + ".>"
+	subject := events.EventSubjects
 	if fs.NArg() == 1 {
 		subject = events.SubjectPrefix + "." + fs.Arg(0) + ".>"
 	}

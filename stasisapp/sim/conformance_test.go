@@ -17,7 +17,19 @@ package sim
 //      (s2_stasis_pjsip_answer_sub vs s2_stasis_pjsip_answerwait_sub); on the kit the
 //      Ringing state change of a Local or PJSIP channel also comes before its first
 //      Dial "" (then Ringing too) in some runs (differential test, e.g.
-//      s2_stasis_local_answer_sub.nosuball).
+//      s2_stasis_local_answer_sub.nosuball). The first Dial "" and the Ringing state
+//      change race in both order and the peer state the Dial carries: the dialing thread
+//      publishes Dial "" after ast_call() returns, with the peer's latest snapshot taken
+//      under its lock and published after the unlock (for an originate straight to the
+//      all-channels topic), while the far end's thread (;2 running Ringing(): core_unreal
+//      sets ;1's state; chan_pjsip on 180) publishes the state change on the channel's
+//      topic. All four combinations happen on the kit: Dial "" Down before the change,
+//      the change before Dial "" Ringing, the change before Dial "" Down (snapshot taken
+//      before, published after: s5_cancel_ringing_stasis_local_reason_busy.nosuball in a
+//      loaded `make itest`), and Dial "" Ringing before the change (snapshot taken after,
+//      published before: s3_createdial_local_answer_nosub). The canonical form is the
+//      change first, then the Dial "" Ringing; only the Dial "" right next to the change
+//      (and a Down RINGING before it, as above) is moved or re-stated.
 //   A3 the five RTPAUDIOQOS* ChannelVarset events come before the hangup request or after
 //      STASISSTATUS=SUCCESS (s2_stasis_pjsip_answer_sub vs _answerwait_sub); they are
 //      compared as a count per channel, out of the sequence, and their values ignored.
@@ -990,12 +1002,18 @@ func raceOrder(key string, seq []string) []string {
 		})
 		i = max(i, j-1)
 	}
-	for i := range seq { // A2: the Ringing state change before the Dials of a Down peer
-		if !strings.HasPrefix(seq[i], "ChannelStateChange ") || !strings.Contains(seq[i], `"state":"Ringing"`) {
+	const down, ringing = `"state":"Down"`, `"state":"Ringing"`
+	for i := range seq { // A2: the Ringing state change first, the Dials next to it Ringing
+		if !strings.HasPrefix(seq[i], "ChannelStateChange ") || !strings.Contains(seq[i], ringing) {
 			continue
 		}
-		for j := i; j > 0 && isDial(seq[j-1]) && dialRank(seq[j-1]) <= 1 && strings.Contains(seq[j-1], `"state":"Down"`); j-- {
-			seq[j-1], seq[j] = seq[j], strings.Replace(seq[j-1], `"state":"Down"`, `"state":"Ringing"`, 1)
+		j := i
+		for ; j > 0 && isDial(seq[j-1]) && (dialRank(seq[j-1]) <= 1 && strings.Contains(seq[j-1], down) ||
+			dialRank(seq[j-1]) == 0 && strings.Contains(seq[j-1], ringing)); j-- {
+			seq[j-1], seq[j] = seq[j], strings.Replace(seq[j-1], down, ringing, 1)
+		}
+		if j+1 < len(seq) && isDial(seq[j+1]) && dialRank(seq[j+1]) == 0 { // snapshot taken before the change
+			seq[j+1] = strings.Replace(seq[j+1], down, ringing, 1)
 		}
 	}
 	if strings.HasPrefix(key, "Local/") && strings.HasSuffix(key, ";1") && slices.ContainsFunc(seq, func(sg string) bool {

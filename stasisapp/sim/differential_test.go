@@ -248,7 +248,7 @@ func TestDifferential(t *testing.T) {
 				}
 				replaySim(t, lines, c.restOnly, "real")
 				if t.Failed() {
-					t.Logf("the kit's events arrived up to %v after their timestamps", c.res.lag)
+					t.Logf("the kit's events arrived up to %v after their timestamps; its slowest REST reply took %v", c.res.lag, c.res.slowest)
 					if *diffOut == "" {
 						t.Logf("rerun with -differential-out DIR to keep the fresh kit recording")
 					}
@@ -256,12 +256,12 @@ func TestDifferential(t *testing.T) {
 			})
 		}
 	})
-	var lag time.Duration
+	var lag, slowest time.Duration
 	for _, c := range cases {
-		lag = max(lag, c.res.lag)
+		lag, slowest = max(lag, c.res.lag), max(slowest, c.res.slowest)
 	}
-	t.Logf("%d scenarios compared, %d excluded, in %v; the kit's events arrived up to %v late",
-		len(cases), len(diffExcluded), time.Since(begin).Round(time.Millisecond), lag)
+	t.Logf("%d scenarios compared, %d excluded, in %v; the kit's events arrived up to %v late, its REST replies took up to %v",
+		len(cases), len(diffExcluded), time.Since(begin).Round(time.Millisecond), lag, slowest)
 }
 
 // clearPBX waits up to d for the PBX to have no channels; channels left then (by an

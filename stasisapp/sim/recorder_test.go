@@ -183,6 +183,9 @@ type liveResult struct {
 	// lag is the most an event arrived after its timestamp: how far the PBX's event
 	// delivery fell behind (the scripts' timing assumes an unloaded PBX, ~1 ms).
 	lag time.Duration
+	// slowest is the longest a REST request took: a PBX that slow runs the script's
+	// timers late, and a scripted request may then see a state it was meant to miss.
+	slowest time.Duration
 }
 
 // recordLive runs script against the live ARI k and returns the new recording.
@@ -580,6 +583,11 @@ func (rec *recorder) keep(ei evInfo) bool {
 func (rec *recorder) encode(app string) (liveResult, error) {
 	var res liveResult
 	lines := slices.Clone(rec.out)
+	for _, l := range lines {
+		if l.DurationMs != nil {
+			res.slowest = max(res.slowest, time.Duration(*l.DurationMs*float64(time.Millisecond)))
+		}
+	}
 	for _, label := range rec.conns {
 		c := rec.r.clients[label]
 		infos, _, _ := rec.infos(c)
@@ -665,6 +673,6 @@ func TestRecord(t *testing.T) {
 		if err := os.WriteFile(dst, out, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("recorded %s (%d lines, event delivery lag up to %v)", dst, bytes.Count(out, []byte("\n")), res.lag)
+		t.Logf("recorded %s (%d lines, event delivery lag up to %v, REST replies up to %v)", dst, bytes.Count(out, []byte("\n")), res.lag, res.slowest)
 	}
 }

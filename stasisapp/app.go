@@ -589,7 +589,7 @@ func (a *App) register(ctx context.Context, req Request) (t *tracked, existing b
 	}
 	var old *tracked
 	if lookup {
-		old, err = a.lookupEnded(ctx, req.ID)
+		old, err = a.lookupRepeat(ctx, req.ID)
 		if err != nil {
 			// Without the look-up a repeated id could be dialled twice: refuse for now.
 			return nil, false, fmt.Errorf("%w: idempotency look-up of id %s: %w", ErrBackpressure, req.ID, err)

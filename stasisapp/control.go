@@ -69,7 +69,7 @@ func (a *App) getEnded(ctx context.Context, id, owner string) (events.Call, bool
 	if a.cfg.Store == nil || !isCallID(id) {
 		return events.Call{}, false, nil
 	}
-	t, err := a.lookupEnded(ctx, id) // the registry's look-up, as for a repeated id
+	t, err := a.lookupEnded(ctx, id)
 	if err != nil {
 		return events.Call{}, false, fmt.Errorf("%w: call %s: %w", ErrLookup, id, err)
 	}

@@ -204,8 +204,9 @@ func (a *App) resumeOne(ctx context.Context, server string, sc events.StoredCall
 	return nil
 }
 
-// lookupEnded asks the Store for an ended call id this App does not hold; nil when
-// there is none within Retention.
+// lookupEnded asks the Store for an ended call id this App does not hold; nil when the
+// event stream keeps no `ended` for it (GET /v2/calls finds calls as long as the stream
+// keeps them; lookupRepeat applies the shorter idempotency Retention).
 func (a *App) lookupEnded(ctx context.Context, id string) (*tracked, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -229,10 +230,17 @@ func (a *App) lookupEnded(ctx context.Context, id string) (*tracked, error) {
 	if rec.EndedAt != nil {
 		t.expires = rec.EndedAt.Add(a.cfg.Retention)
 	}
-	if time.Now().After(t.expires) {
-		return nil, nil // past the retention: the id may be used again
-	}
 	t.stepLocked("ended before this daemon started: found in the event stream", 0)
+	return t, nil
+}
+
+// lookupRepeat is lookupEnded for idempotency: a call ended longer than Retention ago
+// is forgotten (nil), so its id may be used again.
+func (a *App) lookupRepeat(ctx context.Context, id string) (*tracked, error) {
+	t, err := a.lookupEnded(ctx, id)
+	if t == nil || err != nil || time.Now().After(t.expires) {
+		return nil, err
+	}
 	return t, nil
 }
 

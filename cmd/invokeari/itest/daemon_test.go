@@ -44,6 +44,7 @@ type daemon struct {
 	js      jetstream.JetStream
 	proxy   *proxy
 	client  *http.Client
+	env     []string // extra NAME=value for the daemon's environment
 	started int
 
 	mu   sync.Mutex
@@ -61,13 +62,20 @@ type proc struct {
 // NATS server of its own and the daemon, and waits until /readyz says 200.
 func startDaemon(t *testing.T, app string) *daemon {
 	t.Helper()
+	return startDaemonWith(t, app, "")
+}
+
+// startDaemonWith is startDaemon with keyExtra (indented YAML lines) appended to the
+// test key's entry and env (NAME=value) added to the daemon's environment.
+func startDaemonWith(t *testing.T, app, keyExtra string, env ...string) *daemon {
+	t.Helper()
 	needPBX(t)
 	u, err := url.Parse(ariURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := &daemon{t: t, dir: t.TempDir(), nats: natstest.Start(t), proxy: startProxy(t, u.Host),
-		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512}}}
+		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512}}, env: env}
 	d.nc, d.js = d.nats.Connect(t)
 	d.base = "http://" + freeAddr(t)
 	sum := sha256.Sum256([]byte(apiKey))
@@ -82,10 +90,10 @@ nats: {url: %q, stream_max_age: 1h}
 keys:
   - name: itest
     sha256: %q
-defaults: {timeout: 30s, wait: answer}
+%sdefaults: {timeout: 30s, wait: answer}
 limits: {max_in_flight: 5000, drain_timeout: 5s}
 log: {level: info}
-`, strings.TrimPrefix(d.base, "http://"), d.proxy.addr, u.Path, ariUser, app, d.nats.URL, hex.EncodeToString(sum[:]))
+`, strings.TrimPrefix(d.base, "http://"), d.proxy.addr, u.Path, ariUser, app, d.nats.URL, hex.EncodeToString(sum[:]), keyExtra)
 	d.cfgPath = filepath.Join(d.dir, "invokeari.yaml")
 	if err := os.WriteFile(d.cfgPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -110,6 +118,7 @@ func (d *daemon) start() {
 		}
 	}
 	p.cmd.Env = append(p.cmd.Env, "ITEST_ARI_PASSWORD="+ariPass)
+	p.cmd.Env = append(p.cmd.Env, d.env...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start daemon: %v", err)
@@ -183,7 +192,8 @@ func freeAddr(t *testing.T) string {
 // call is one originate: its fields and what came back.
 type call struct {
 	ID, D, C, E, T, Wait string
-	Door                 string // http | nats
+	Door                 string            // http | nats
+	Extra                map[string]string // further fields (callback, callback_events)
 }
 
 // reply is a door's answer: the status (HTTP's, or NATS's Invokeari-Status header).
@@ -225,6 +235,9 @@ func (c call) fields() map[string]string {
 	if c.Wait != "" {
 		f["wait"] = c.Wait
 	}
+	for k, v := range c.Extra {
+		f[k] = v
+	}
 	return f
 }
 
@@ -243,39 +256,50 @@ func (d *daemon) originate(ctx context.Context, c call) reply {
 			return reply{Err: err}
 		}
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("X-API-Key", apiKey)
-		resp, err := d.client.Do(req)
-		if err != nil {
-			return reply{Err: err}
-		}
-		body, err = io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return reply{Err: err}
-		}
-		r.Status = resp.StatusCode
+		r.Status, body, r.Err = d.doHTTP(req)
 	case "nats":
-		b, err := json.Marshal(c.fields())
-		if err != nil {
-			return reply{Err: err}
-		}
-		m := nats.NewMsg("invokeari.originate")
-		m.Data = b
-		m.Header.Set("X-API-Key", apiKey)
-		resp, err := d.nc.RequestMsgWithContext(ctx, m)
-		if err != nil {
-			return reply{Err: err}
-		}
-		body = resp.Data
-		r.Status, _ = strconv.Atoi(resp.Header.Get("Invokeari-Status"))
+		r.Status, body, r.Err = d.doNATS(ctx, "invokeari.originate", c.fields())
 	default:
 		return reply{Err: fmt.Errorf("door %q", c.Door)}
+	}
+	if r.Err != nil {
+		return reply{Err: r.Err}
 	}
 	r.Raw = string(body)
 	if err := json.Unmarshal(body, &r.Env); err != nil {
 		r.Err = fmt.Errorf("decode reply: %w: %s", err, body)
 	}
 	return r
+}
+
+// doHTTP sends req with the test key and returns the reply's status and body.
+func (d *daemon) doHTTP(req *http.Request) (int, []byte, error) {
+	req.Header.Set("X-API-Key", apiKey)
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+// doNATS sends payload as JSON on subject with the test key and returns the reply's
+// status (its Invokeari-Status header) and body.
+func (d *daemon) doNATS(ctx context.Context, subject string, payload any) (int, []byte, error) {
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return 0, nil, err
+	}
+	m := nats.NewMsg(subject)
+	m.Data = b
+	m.Header.Set("X-API-Key", apiKey)
+	resp, err := d.nc.RequestMsgWithContext(ctx, m)
+	if err != nil {
+		return 0, nil, err
+	}
+	status, _ := strconv.Atoi(resp.Header.Get("Invokeari-Status"))
+	return status, resp.Data, nil
 }
 
 // stream is what INVOKEARI_CALLS holds, per call id.

@@ -93,7 +93,8 @@ keys:
 %sdefaults: {timeout: 30s, wait: answer}
 limits: {max_in_flight: 5000, drain_timeout: 5s}
 log: {level: info}
-`, strings.TrimPrefix(d.base, "http://"), d.proxy.addr, u.Path, ariUser, app, d.nats.URL, hex.EncodeToString(sum[:]), keyExtra)
+instance_id: %s
+`, strings.TrimPrefix(d.base, "http://"), d.proxy.addr, u.Path, ariUser, app, d.nats.URL, hex.EncodeToString(sum[:]), keyExtra, app)
 	d.cfgPath = filepath.Join(d.dir, "invokeari.yaml")
 	if err := os.WriteFile(d.cfgPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)

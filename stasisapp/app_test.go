@@ -107,15 +107,7 @@ func startAppWith(t *testing.T, minBackoff time.Duration, eps map[string]sim.Beh
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("App.Run: %v", err)
-		}
-	})
+	runApp(t, app)
 	waitFor(t, "link connected", func() bool { return app.Status()[0].Connected })
 	return &appEnv{sim: s, app: app, pub: mem}
 }
@@ -245,3 +237,17 @@ type nopHandler struct{}
 func (nopHandler) HandleEvent(context.Context, ari.Event) {}
 func (nopHandler) Connected(context.Context, bool)        {}
 func (nopHandler) Disconnected(error)                     {}
+
+// runApp runs app until the test ends; an error other than cancellation fails the test.
+func runApp(t *testing.T, app *stasisapp.App) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }() // owned by the test: ends at cleanup
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("App.Run: %v", err)
+		}
+	})
+}

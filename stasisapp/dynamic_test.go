@@ -42,15 +42,7 @@ func runDynamicApp(t *testing.T, store stasisapp.Store, idle, connectWait time.D
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("App.Run: %v", err)
-		}
-	})
+	runApp(t, app)
 	waitFor(t, "configured link connected", func() bool {
 		for _, s := range app.Status() {
 			if s.Name == "pbx" {

@@ -117,15 +117,7 @@ func TestResumeConcurrentWithLinkConnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("App.Run: %v", err)
-		}
-	})
+	runApp(t, app)
 	select {
 	case <-spy.up:
 	case <-time.After(10 * time.Second):
@@ -134,12 +126,12 @@ func TestResumeConcurrentWithLinkConnect(t *testing.T) {
 	if app.Status()[0].Connected {
 		t.Error("ready before the previous run's calls are in the table")
 	}
-	if _, err := app.Originate(ctx, req("gated-1", "PJSIP/busy", 10*time.Second, stasisapp.WaitAccepted)); !errors.Is(err, stasisapp.ErrNotConnected) {
+	if _, err := app.Originate(t.Context(), req("gated-1", "PJSIP/busy", 10*time.Second, stasisapp.WaitAccepted)); !errors.Is(err, stasisapp.ErrNotConnected) {
 		t.Errorf("originate while resuming: %v; want ErrNotConnected", err)
 	}
 	close(store.release)
 	waitFor(t, "ready after resume", func() bool { return app.Status()[0].Connected })
-	if _, err := app.Originate(ctx, req("gated-2", "PJSIP/busy", 10*time.Second, stasisapp.WaitAccepted)); err != nil {
+	if _, err := app.Originate(t.Context(), req("gated-2", "PJSIP/busy", 10*time.Second, stasisapp.WaitAccepted)); err != nil {
 		t.Errorf("originate once resumed: %v", err)
 	}
 }

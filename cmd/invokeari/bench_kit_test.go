@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/url"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -43,12 +44,60 @@ func TestRealPBXDoorsNoFalseFailure(t *testing.T) {
 			if r.Verdict != verdictPass {
 				t.Errorf("%s %s: %s", r.ID, r.What, r.Measured)
 			}
+		case "K6a", "K6b", "K6c": // Asterisk's and our CPU per call, read from /proc
+			found++
+			if runtime.GOOS == "linux" && strings.HasPrefix(r.Measured, "unknown") {
+				t.Errorf("%s %s: %s", r.ID, r.What, r.Measured)
+			}
 		}
 	}
-	if found != 2 {
-		t.Fatalf("rows K3 and K4a not reported:\n%s", out.String())
+	if found != 5 {
+		t.Fatalf("rows K3, K4a and K6a-c not reported:\n%s", out.String())
+	}
+	// The direct baseline is a Stasis app that continued its calls like the daemon does.
+	notes := strings.Join(b.notes, "\n")
+	if !strings.Contains(notes, "calls continued") || strings.Contains(notes, "s`, 0 calls continued") {
+		t.Errorf("the direct baseline's Stasis app did not continue its calls:\n%s", notes)
 	}
 	t.Log("\n" + out.String())
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{0.9, 0.7, 1.1}, 0.9}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := median(c.in); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
+
+// TestPidCPU reads this process's CPU time from /proc and compares it with getrusage.
+func TestPidCPU(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc/<pid>/stat is Linux's")
+	}
+	if _, ok := pidCPU(0); ok {
+		t.Error("pidCPU(0) reported a figure")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for n := 0; time.Now().Before(deadline); n++ { // burn at least 50 ms of CPU, bounded
+		if c, _ := processCPU(); c > 50*time.Millisecond {
+			break
+		}
+		_ = strconv.Itoa(n)
+	}
+	before, _ := processCPU()
+	got, ok := pidCPU(os.Getpid())
+	after, _ := processCPU()
+	if !ok {
+		t.Fatal("pidCPU(own pid) failed")
+	}
+	// /proc counts in 10 ms ticks; getrusage is finer.
+	if got < before-20*time.Millisecond || got > after+20*time.Millisecond {
+		t.Errorf("pidCPU = %v, getrusage %v..%v", got, before, after)
+	}
 }
 
 func tail(s string, n int) string {

@@ -22,13 +22,15 @@ const (
 	closeGrace = time.Second
 	// maxMessage bounds one websocket message (a channel with many variables is a few KiB).
 	maxMessage = 16 << 20
+	// readBuffer is the websocket's read buffer.
+	readBuffer = 64 << 10
 )
 
 // ErrAlreadyRunning is returned by Run when another Run of the same Client is active.
 var ErrAlreadyRunning = errors.New("ari: event stream already running")
 
 // Handler receives the event stream. All methods are called from Run's goroutine, one
-// at a time and in order. A separate reader goroutine keeps reading while HandleEvent
+// at a time and in order. A separate reader goroutine keeps reading and decoding while HandleEvent
 // works, into a bounded queue; a HandleEvent slower than the events fills it and then
 // slows reading (back-pressure). Nothing is dropped.
 type Handler interface {
@@ -46,7 +48,8 @@ type Handler interface {
 // EventFilter may be implemented by a Handler to spare the reader the decoding of events
 // it would ignore: an event whose type and channel id WantsEvent refuses is not decoded
 // nor handed over (Client.Skipped counts them). Events without a top-level channel are
-// always decoded.
+// always decoded. WantsEvent is called on the reader goroutine, concurrently with
+// HandleEvent.
 type EventFilter interface {
 	WantsEvent(eventType, channelID string) bool
 }
@@ -173,6 +176,9 @@ func (c *Client) dialer() *websocket.Dialer {
 	d := &websocket.Dialer{
 		Proxy:            http.ProxyFromEnvironment,
 		HandshakeTimeout: c.requestTimeout,
+		// Asterisk writes one frame per event (~600 B); a larger buffer takes a backlog of
+		// them in one read instead of one read per ~4 KiB.
+		ReadBufferSize: readBuffer,
 	}
 	if t, ok := c.http.Transport.(*http.Transport); ok {
 		d.Proxy = t.Proxy
@@ -244,13 +250,19 @@ func (c *Client) serve(ctx context.Context, conn *websocket.Conn, h Handler) err
 // (back-pressure); nothing is dropped.
 const frameQueue = 4096
 
-// read runs the connection's only reader and handles its frames in order on the
-// calling goroutine; it returns the reader's error once every frame read is handled.
+// read runs the connection's only reader: it reads and decodes frames on its own
+// goroutine and hands the events to h in order on the calling goroutine, so decoding
+// the next frames overlaps with handling this one. It returns the reader's error once
+// every frame read is handled.
 func (c *Client) read(ctx context.Context, conn *websocket.Conn, h Handler, extend func() error) error {
-	frames := make(chan []byte, frameQueue)
+	evs := make(chan Event, frameQueue)
 	var readErr error
-	go func() {
-		defer close(frames)
+	filter, _ := h.(EventFilter)
+	go func() { // owned by read: ends when the connection fails or is closed
+		defer close(evs)
+		// The read deadline (two ping intervals) is pushed on at most every half
+		// interval: a timer update per frame costs more than it is worth at volume.
+		var extended time.Time
 		for {
 			_, msg, err := conn.ReadMessage()
 			if err != nil {
@@ -262,32 +274,34 @@ func (c *Client) read(ctx context.Context, conn *websocket.Conn, h Handler, exte
 				}
 				return
 			}
-			if err := extend(); err != nil {
-				readErr = fmt.Errorf("ari websocket: %w", err)
-				return
+			if now := time.Now(); now.Sub(extended) > c.pingInterval/2 {
+				if err := extend(); err != nil {
+					readErr = fmt.Errorf("ari websocket: %w", err)
+					return
+				}
+				extended = now
 			}
-			frames <- msg
+			if filter != nil && unwanted(filter, msg) {
+				c.skipped.Add(1)
+				continue
+			}
+			ev, err := DecodeEvent(msg)
+			if err != nil {
+				n := c.undecodable.Add(1)
+				c.log.Warn("ari websocket: undecodable message skipped", "err", err, "bytes", len(msg), "undecodable_total", n)
+				continue
+			}
+			if _, ok := ev.(*ApplicationReplaced); ok {
+				c.log.Error("ari websocket: another connection took over the application; this one gets no more events",
+					"app", c.app, "url", c.wsURL)
+			}
+			evs <- ev
 		}
 	}()
-	filter, _ := h.(EventFilter)
-	for msg := range frames {
-		if filter != nil && unwanted(filter, msg) {
-			c.skipped.Add(1)
-			continue
-		}
-		ev, err := DecodeEvent(msg)
-		if err != nil {
-			n := c.undecodable.Add(1)
-			c.log.Warn("ari websocket: undecodable message skipped", "err", err, "bytes", len(msg), "undecodable_total", n)
-			continue
-		}
-		if _, ok := ev.(*ApplicationReplaced); ok {
-			c.log.Error("ari websocket: another connection took over the application; this one gets no more events",
-				"app", c.app, "url", c.wsURL)
-		}
+	for ev := range evs {
 		h.HandleEvent(ctx, ev)
 	}
-	return readErr // written before frames was closed
+	return readErr // written before evs was closed
 }
 
 // keepalive is the connection's only writer: it pings every PingInterval and, when

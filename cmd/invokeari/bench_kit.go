@@ -80,6 +80,8 @@ type kitRun struct {
 	wire     *wireTimer
 	ari      *directARI
 	stasis   *directStasis
+	nc       *nats.Conn
+	js       jetstream.JetStream
 	paths    []*kitPath
 	mu       sync.Mutex
 	failures []kitFailure         // every failed originate, all paths
@@ -188,24 +190,8 @@ func newKitRun(ctx context.Context, b *bench, plan kitPlan, w *wireTimer, e *ben
 	k := &kitRun{b: b, plan: plan, wire: w, ended: map[string]time.Time{}, sent: map[string]time.Time{}, outcome: map[string]string{}, changed: make(chan struct{}),
 		ari: &directARI{hc: hc, base: env["INVOKEARI_TEST_ARI_URL"], user: env["INVOKEARI_TEST_ARI_USER"],
 			pass: env["INVOKEARI_TEST_ARI_PASS"], app: kitDirectApp}}
-	js, err := jetstream.New(nc)
+	k.js, err = jetstream.New(nc)
 	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	cons, err := js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{"invokeari.calls.*.ended"}})
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	cc, err := cons.Consume(k.onEnded)
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	if _, err := nc.Subscribe(events.SubjectPrefix+".*.ended", k.onPublished); err != nil {
-		cc.Stop()
 		nc.Close()
 		return nil, nil, err
 	}
@@ -214,7 +200,6 @@ func newKitRun(ctx context.Context, b *bench, plan kitPlan, w *wireTimer, e *ben
 	}
 	k.stasis, err = startDirectStasis(ctx, k.ari, kitContext, 8)
 	if err != nil {
-		cc.Stop()
 		nc.Close()
 		return nil, nil, err
 	}
@@ -224,7 +209,33 @@ func newKitRun(ctx context.Context, b *bench, plan kitPlan, w *wireTimer, e *ben
 		{name: "HTTP door", prefix: "kh", daemon: true, send: door.originateID},
 		{name: "NATS door", prefix: "kn", daemon: true, send: (&daemonNATS{nc: nc, key: e.apiKey}).originateID},
 	}
-	return k, func() { k.stasis.stop(); cc.Stop(); nc.Close(); hc.CloseIdleConnections() }, nil
+	k.nc = nc
+	return k, func() { k.stasis.stop(); nc.Close(); hc.CloseIdleConnections() }, nil
+}
+
+// watchEnded records every `ended` event the stream stores from now on (deliver =
+// DeliverNewPolicy) or from its start (DeliverAllPolicy), and, with published, when
+// each reaches NATS; stop ends it. It runs only where it is needed: during the
+// throughput slices it would take CPU from the daemon and Asterisk it is measuring.
+func (k *kitRun) watchEnded(ctx context.Context, deliver jetstream.DeliverPolicy, published bool) (stop func(), err error) {
+	cons, err := k.js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{"invokeari.calls.*.ended"}, DeliverPolicy: deliver})
+	if err != nil {
+		return nil, err
+	}
+	cc, err := cons.Consume(k.onEnded)
+	if err != nil {
+		return nil, err
+	}
+	if !published {
+		return cc.Stop, nil
+	}
+	sub, err := k.nc.Subscribe(events.SubjectPrefix+".*.ended", k.onPublished)
+	if err != nil {
+		cc.Stop()
+		return nil, err
+	}
+	return func() { _ = sub.Unsubscribe(); cc.Stop() }, nil
 }
 
 // onEnded records each `ended` event as the stream delivers it.
@@ -323,8 +334,13 @@ func (k *kitRun) measure(ctx context.Context) error {
 	if err := k.settle(ctx); err != nil {
 		return err
 	}
+	k.wire.paused.Store(true)
 	sat, err := k.saturation(ctx)
 	if err != nil {
+		return err
+	}
+	k.wire.paused.Store(false)
+	if err := k.frameToStored(ctx); err != nil {
 		return err
 	}
 	k.report(ctx, lat, sat)
@@ -370,28 +386,19 @@ func (k *kitRun) saturation(ctx context.Context) ([]loadResult, error) {
 	res := make([]loadResult, len(k.paths))
 	k.satCPU = make([]kitCPU, len(k.paths))
 	k.satRates = make([][]float64, len(k.paths))
-	k.mu.Lock()
-	k.satFrom = time.Now()
-	k.mu.Unlock()
-	defer func() {
-		k.mu.Lock()
-		k.satTo = time.Now()
-		k.mu.Unlock()
-	}()
+	// A warm-up slice per path, not counted: the first slices after the latency part
+	// ran slower on every path (connections, JetStream's blocks, Asterisk's caches).
+	for _, p := range k.paths {
+		k.slice(ctx, p)
+		if err := k.settle(ctx); err != nil {
+			return nil, err
+		}
+	}
 	for round := range k.plan.satRounds {
 		for i, p := range k.paths {
 			cpu0 := k.cpuNow()
 			var r loadResult
-			load := func() error {
-				r = runLoad(ctx, k.plan.satWorkers, 0, k.plan.satSlice, func(ctx context.Context, _ int64) error {
-					s := k.send(ctx, p)
-					if s.err != nil {
-						return fmt.Errorf("%s: %w", s.id, s.err)
-					}
-					return nil
-				})
-				return nil
-			}
+			load := func() error { r = k.slice(ctx, p); return nil }
 			// Each slice under its own profile, when profiles are asked for (pprof merges them).
 			if err := k.b.phase(fmt.Sprintf("kit-saturation-%s-%d", strings.ReplaceAll(p.name, " ", "-"), round+1), load); err != nil {
 				return nil, err
@@ -405,6 +412,55 @@ func (k *kitRun) saturation(ctx context.Context) ([]loadResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// slice runs path p at saturation for one slice.
+func (k *kitRun) slice(ctx context.Context, p *kitPath) loadResult {
+	return runLoad(ctx, k.plan.satWorkers, 0, k.plan.satSlice, func(ctx context.Context, _ int64) error {
+		s := k.send(ctx, p)
+		if s.err != nil {
+			return fmt.Errorf("%s: %w", s.id, s.err)
+		}
+		return nil
+	})
+}
+
+// frameToStored is the K5d/K5e part: one more saturation slice per door, with the
+// wire timer on and the stream watched live, timing each ChannelDestroyed frame to
+// its `ended` event published and stored.
+func (k *kitRun) frameToStored(ctx context.Context) error {
+	k.b.progress("K5: websocket frame → ended stored, one saturation slice per door")
+	stop, err := k.watchEnded(ctx, jetstream.DeliverNewPolicy, true)
+	if err != nil {
+		return fmt.Errorf("watch ended events: %w", err)
+	}
+	defer stop()
+	k.mu.Lock()
+	k.satFrom = time.Now()
+	k.mu.Unlock()
+	for _, p := range k.paths {
+		if !p.daemon {
+			continue
+		}
+		k.slice(ctx, p)
+		if err := k.settle(ctx); err != nil {
+			return err
+		}
+	}
+	k.mu.Lock()
+	k.satTo = time.Now()
+	k.mu.Unlock()
+	// The slices' last ended events: wait for them while the watch is still on.
+	var ids []string
+	k.wire.mu.Lock()
+	for id, at := range k.wire.destroyed {
+		if !at.Before(k.satFrom) && !strings.Contains(id, ".") { // not a Local ;2 half
+			ids = append(ids, id)
+		}
+	}
+	k.wire.mu.Unlock()
+	k.waitEnded(ctx, ids, 30*time.Second)
+	return nil
 }
 
 // settle waits until Asterisk has no channel left, so the next slice starts alike. It
@@ -530,7 +586,14 @@ func (k *kitRun) report(ctx context.Context, lat [][]kitSample, sat []loadResult
 			accepted = append(accepted, fmt.Sprintf("%s%07d", p.prefix, n))
 		}
 	}
-	missing := k.waitEnded(ctx, accepted, 30*time.Second)
+	var missing []string
+	if stop, err := k.watchEnded(ctx, jetstream.DeliverAllPolicy, false); err != nil {
+		missing = accepted // reported below as lost: the stream could not be read
+		k.b.progress("K3: read the stream: %v", err)
+	} else {
+		missing = k.waitEnded(ctx, accepted, 30*time.Second)
+		stop()
+	}
 	k.mu.Lock()
 	failed := map[string]bool{}
 	falseFail, explained := 0, 0
@@ -597,11 +660,13 @@ func (k *kitRun) report(ctx context.Context, lat [][]kitSample, sat []loadResult
 		"`POST /ari/channels` from the bench's keep-alive client to app `%s`, a minimal Stasis app in the bench process (its own "+
 		"websocket; each StasisStart is continued to `%s,s`, %d calls continued, %d continues failed), so Asterisk does the same work "+
 		"per call on every path; the doors' calls enter the daemon's app and are continued there alike. K1: each path at %.0f calls/s open loop, "+
-		"interleaved, for %s. K2: %d in flight on one path at a time, %d slices of %s per path, interleaved, Asterisk idle "+
-		"between slices. K5: the daemon's ARI connections are timed where they meet the socket (a wrapping dialer): "+
-		"K5a/K5b include one loopback hop to and from the bench client. The publish ack of an `ended` event lies between "+
+		"interleaved, for %s. K2: %d in flight on one path at a time, %d rounds of one %s slice per path after one warm-up "+
+		"slice per path, Asterisk idle between slices; nothing of the bench's instruments runs then (wire timer paused, no stream "+
+		"watcher), so they take no CPU from what they measure. K5: the daemon's ARI connections are timed where they meet the "+
+		"socket (a wrapping dialer): K5a/K5b include one loopback hop to and from the bench client. K5d/K5e come from one "+
+		"more saturation slice per door with the stream watched live: the publish ack of an `ended` event lies between "+
 		"K5e (a core NATS subscriber sees the publish as the server receives it) and K5d (the bench's JetStream consumer "+
-		"receives the stored event), both over the saturation part.",
+		"receives the stored event). K3 reads every `ended` from the stream after the run.",
 		kitEndpoint, kitDirectApp, kitContext, k.stasis.started.Load(), k.stasis.failures.Load(), k.plan.rate, k.plan.rateFor, k.plan.satWorkers, k.plan.satRounds, k.plan.satSlice))
 	if e, ok := k.stasis.firstErr.Load().(string); ok {
 		b.notes = append(b.notes, fmt.Sprintf("K direct baseline: first failed continue: %.200s", e))

@@ -987,13 +987,23 @@ func (h *linkHandler) HandleEvent(ctx context.Context, ev ari.Event) {
 	}
 }
 
-// WantsEvent spares the reader the decoding of events that handleEvent would drop: a
-// call id never contains '.', which marks the ;2 half of our Local channels (its
-// OtherChannelID) and ids Asterisk makes up. StasisStart is always wanted: an untracked
-// channel in our app is hung up.
+// WantsEvent spares the reader the decoding of events that handleEvent would drop or
+// learn nothing from:
+//   - a call id never contains '.', which marks the ;2 half of our Local channels (its
+//     OtherChannelID) and ids Asterisk makes up. StasisStart is always wanted: an
+//     untracked channel in our app is hung up.
+//   - silentTypes carry no outcome evidence: a channel's state changes arrive as their own
+//     ChannelStateChange (every recording in testdata shows each state of a call's
+//     channel in an event we keep), and nothing reads variables, dialplan steps or
+//     caller ids. They are half of a call's frames.
 func (h *linkHandler) WantsEvent(eventType, channelID string) bool {
-	return eventType == "StasisStart" || !strings.Contains(channelID, ".")
+	if eventType == "StasisStart" {
+		return true
+	}
+	return !strings.Contains(channelID, ".") && !silentTypes[eventType]
 }
+
+var silentTypes = map[string]bool{"ChannelDialplan": true, "ChannelVarset": true, "ChannelCallerId": true, "ChannelConnectedLine": true}
 
 var _ ari.EventFilter = (*linkHandler)(nil)
 

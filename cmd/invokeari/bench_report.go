@@ -187,5 +187,7 @@ func writeReport(w io.Writer, m machineInfo, rows []benchRow, notes []string, to
 	fmt.Fprintln(w, "`overhead,throughput,outcome,memory`) runs a subset. Wall-clock rows (1, 2, 3b, 3d, 5) move with the load average above;")
 	fmt.Fprintln(w, "3a is per CPU-second of this process, so other load does not lower it. The real-PBX section (`-only kit`) starts the")
 	fmt.Fprintln(w, "kit `../shared/asterisk/pbx` on `-kit-base` (default 18088) when it is present and is skipped, loudly, when it is not;")
-	fmt.Fprintln(w, "its rows are differences or ratios against direct ARI measured in the same interleaved run.")
+	fmt.Fprintln(w, "its rows are differences or ratios against direct ARI measured in the same interleaved run. With `-profiles` it writes")
+	fmt.Fprintln(w, "`cpu-kit-latency.pprof` and one `cpu-kit-saturation-<path>-<round>.pprof` per throughput slice (`go tool pprof` merges")
+	fmt.Fprintln(w, "several). Rows K6 put the daemon's CPU per call next to Asterisk's: on a machine the two share, K2 is about their sum.")
 }

@@ -250,9 +250,6 @@ func (d *daemon) run(ctx context.Context, cfg Config, demo bool, getenv func(str
 	if err != nil {
 		return err
 	}
-	if d.emb != nil {
-		nopts = append(nopts, nats.InProcessServer(d.emb))
-	}
 	nc, err := events.Connect(ctx, url, nopts...)
 	if err != nil {
 		return fmt.Errorf("connect NATS: %w", err)

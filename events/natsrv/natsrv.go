@@ -125,10 +125,6 @@ func Start(ctx context.Context, cfg Config) (*Embedded, error) {
 // ClientURL is the URL clients connect to, e.g. nats://127.0.0.1:4222.
 func (e *Embedded) ClientURL() string { return e.srv.ClientURL() }
 
-// InProcessConn connects a client to the server without a socket (nats.InProcessServer):
-// the daemon's own connection skips the loopback's system calls.
-func (e *Embedded) InProcessConn() (net.Conn, error) { return e.srv.InProcessConn() }
-
 // Shutdown stops the server and waits until it has stopped. It is safe to call
 // more than once.
 func (e *Embedded) Shutdown() {

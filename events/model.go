@@ -2,7 +2,10 @@
 // durable publishing of it to NATS JetStream.
 package events
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Outcome is a call's terminal result (SPEC §4). The empty Outcome means "not final yet".
 type Outcome string
@@ -106,6 +109,17 @@ type Request struct {
 	// (initiated, ringing, answered, ended); events/callbacks delivers from these.
 	Callback       string   `json:"callback,omitempty"`
 	CallbackEvents []string `json:"callback_events,omitempty"`
+}
+
+// CallbackHeader says on each event whether it asks for a status callback ("yes" or
+// "no"), so the callbacks deliverer acks the others without decoding them. Events
+// stored before the header existed have none and are decoded.
+const CallbackHeader = "Invokeari-Callback"
+
+// WantsCallback reports whether ev asks for a status callback: its request has a
+// callback URL and lists ev's kind.
+func WantsCallback(ev *Event) bool {
+	return ev.Request != nil && ev.Request.Callback != "" && slices.Contains(ev.Request.CallbackEvents, string(ev.Event))
 }
 
 // Event is published on invokeari.calls.<id>.<event> (SPEC §3).

@@ -121,9 +121,13 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) error {
 	if err != nil {
 		return fmt.Errorf("publish %s: encode: %w", id, err)
 	}
+	callback := "no"
+	if WantsCallback(&ev) {
+		callback = "yes"
+	}
 	m := &nats.Msg{
 		Subject: Subject(ev.ID, ev.Event),
-		Header:  nats.Header{jetstream.MsgIDHeader: []string{id}},
+		Header:  nats.Header{jetstream.MsgIDHeader: []string{id}, CallbackHeader: []string{callback}},
 		Data:    data,
 	}
 	if ev.Fingerprint != "" {

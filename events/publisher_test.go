@@ -2,6 +2,7 @@ package events_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -319,5 +320,39 @@ func TestPublishInvalidSubject(t *testing.T) {
 	}
 	if got := p.Depth(); got != 0 {
 		t.Errorf("Depth() = %d, want 0", got)
+	}
+}
+
+// TestCallbackHeader: every published event says whether it asks for a status callback,
+// by the same rule the callbacks deliverer applies to an event without the header.
+func TestCallbackHeader(t *testing.T) {
+	_, js := setup(t)
+	p := events.NewPublisher(js, events.PublisherConfig{})
+	run(t, p)
+	asks := testEvent("cb-yes", 1) // initiated
+	asks.Request = &events.Request{Callback: "http://127.0.0.1:9/cb", CallbackEvents: []string{"initiated", "ended"}}
+	other := testEvent("cb-other", 1)
+	other.Request = &events.Request{Callback: "http://127.0.0.1:9/cb", CallbackEvents: []string{"ended"}}
+	none := testEvent("cb-none", 1)
+	none.Request = &events.Request{Destination: "PJSIP/6001"}
+	want := map[string]string{"cb-yes": "yes", "cb-other": "no", "cb-none": "no"}
+	for _, ev := range []events.Event{asks, other, none} {
+		if err := p.Publish(t.Context(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flush(t, p, 10*time.Second)
+	msgs := stored(t, js)
+	if len(msgs) != len(want) {
+		t.Fatalf("%d events stored, want %d", len(msgs), len(want))
+	}
+	for _, m := range msgs {
+		var ev events.Event
+		if err := json.Unmarshal(m.Data(), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.Headers().Get(events.CallbackHeader); got != want[ev.ID] {
+			t.Errorf("%s: %s = %q, want %q", ev.ID, events.CallbackHeader, got, want[ev.ID])
+		}
 	}
 }

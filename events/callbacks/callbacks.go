@@ -488,6 +488,10 @@ type envelope struct {
 // accept takes one event from the consumer: queues it for its call, or acks it at once
 // when there is nothing to send.
 func (d *Deliverer) accept(ctx context.Context, m jetstream.Msg) {
+	if m.Headers().Get(events.CallbackHeader) == "no" {
+		_ = m.Ack() // most events: nothing to deliver, nothing to decode
+		return
+	}
 	var ev envelope
 	if err := json.Unmarshal(m.Data(), &ev); err != nil || ev.ID == "" {
 		d.log.Error("callbacks: undecodable event skipped", "subject", m.Subject(), "err", err)

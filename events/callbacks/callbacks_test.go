@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -184,11 +185,20 @@ func newWorld(t testing.TB) *world {
 // publish stores one event of call id with a callback to the receiver.
 func (w *world) publish(id string, seq uint64, kind events.Kind, callback string, kinds ...string) {
 	w.t.Helper()
+	w.publishHeader(id, seq, kind, "", callback, kinds...)
+}
+
+// publishHeader stores one event with events.CallbackHeader set to header ("": none).
+func (w *world) publishHeader(id string, seq uint64, kind events.Kind, header, callback string, kinds ...string) {
+	w.t.Helper()
 	ev := events.Event{ID: id, Seq: seq, Event: kind, Time: time.Now(), Key: "k",
 		Request: &events.Request{Destination: "PJSIP/6001", Callback: callback, CallbackEvents: kinds}}
 	data, _ := json.Marshal(ev)
 	m := &nats.Msg{Subject: events.Subject(id, kind), Data: data, Header: nats.Header{}}
 	m.Header.Set(jetstream.MsgIDHeader, events.MsgID(id, seq))
+	if header != "" {
+		m.Header.Set(events.CallbackHeader, header)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for {
@@ -276,11 +286,17 @@ func TestDeliverAllInOrder(t *testing.T) {
 	// Not asked for: another kind, and no callback at all.
 	w.publish("quiet", 1, events.Initiated, w.recv.srv.URL, "ended")
 	w.publish("none", 1, events.Ended, "")
+	// The header decides when present: "no" is acked unread even if the body asks.
+	w.publishHeader("said-no", 1, events.Ended, "no", w.recv.srv.URL+"/cb", allKinds...)
+	yes := w.publishCalls("said-yes", 1) // publishCalls' events carry no header (stored before it existed)...
+	w.publishHeader("said-yes000", 5, events.Ended, "yes", w.recv.srv.URL+"/cb", allKinds...)
+	yes["said-yes000"] = append(yes["said-yes000"], 5) // ...and this one says yes
+	maps.Copy(want, yes)
 	w.recv.waitDelivered(want, 20*time.Second)
 	w.recv.checkOrder()
 	w.recv.mu.Lock()
-	if len(w.recv.got["quiet"])+len(w.recv.got["none"]) > 0 {
-		t.Errorf("delivered events nobody asked for: %v %v", w.recv.got["quiet"], w.recv.got["none"])
+	if len(w.recv.got["quiet"])+len(w.recv.got["none"])+len(w.recv.got["said-no"]) > 0 {
+		t.Errorf("delivered events nobody asked for: %v %v %v", w.recv.got["quiet"], w.recv.got["none"], w.recv.got["said-no"])
 	}
 	w.recv.mu.Unlock()
 	st, ok := r.d.State("ok007")

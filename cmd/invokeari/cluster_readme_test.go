@@ -86,7 +86,7 @@ func TestClusterReadmeRecipe(t *testing.T) {
 	t.Logf("recipe: SIGKILL of a (and of its NATS node) → b adopted the call: %s", adopted.Sub(killed).Round(time.Millisecond))
 	// 5. The call ends no_answer, once.
 	var got string
-	waitUntil(t, 30*time.Second, "demo-ring ended no_answer", func() bool {
+	waitUntil(t, 60*time.Second, "demo-ring ended no_answer", func() bool { // the 30 s ring, from the originate
 		got = sh(lines[4], 3*time.Second) // watch follows until stopped: its output so far
 		return strings.Contains(got, `"outcome":"no_answer"`)
 	})

@@ -36,12 +36,8 @@ type bridge struct {
 	channels         []*channel
 }
 
-func (m *media) init() {
-	if m.playbacks == nil {
-		m.playbacks = map[string]*playback{}
-		m.recordings = map[string]*liveRecording{}
-		m.bridges = map[string]*bridge{}
-	}
+func newMedia() media {
+	return media{playbacks: map[string]*playback{}, recordings: map[string]*liveRecording{}, bridges: map[string]*bridge{}}
 }
 
 // playFor is how long a media URI plays on the recorded Asterisk (English GSM prompts):
@@ -67,10 +63,13 @@ const recordingTail = 2500 * time.Millisecond
 // through a Local channel.
 const dtmfDuration = 100
 
-// routeMedia serves the media and bridge resources; it reports whether it did.
+// routeMedia serves the media and bridge resources; it reports whether it did. The
+// handlers below run under s.mu, taken here.
 func (s *Server) routeMedia(w http.ResponseWriter, r *http.Request, p []string) bool {
 	m := r.Method
 	q := r.URL.Query()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	switch {
 	case len(p) == 4 && p[0] == "channels" && p[2] == "play" && m == http.MethodPost:
 		s.play(w, p[1], p[3], q.Get("media"))
@@ -130,9 +129,6 @@ func (s *Server) objEvent(ch *channel, typ, key, obj string) {
 }
 
 func (s *Server) play(w http.ResponseWriter, chID, id, uris string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.media.init()
 	ch := s.stasisChannel(w, chID)
 	if ch == nil {
 		return
@@ -175,9 +171,6 @@ func (s *Server) endPlayback(pb *playback) {
 }
 
 func (s *Server) stopPlayback(w http.ResponseWriter, id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.media.init()
 	pb := s.media.playbacks[id]
 	if pb == nil {
 		writeMsg(w, http.StatusNotFound, "Playback not found")
@@ -210,9 +203,6 @@ func (s *Server) record(w http.ResponseWriter, chID string, q map[string][]strin
 		}
 		return ""
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.media.init()
 	ch := s.stasisChannel(w, chID)
 	if ch == nil {
 		return
@@ -251,9 +241,6 @@ func (s *Server) endRecording(rec *liveRecording) {
 }
 
 func (s *Server) stopRecording(w http.ResponseWriter, name string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.media.init()
 	rec := s.media.recordings[name]
 	if rec == nil {
 		writeMsg(w, http.StatusNotFound, "Recording not found")
@@ -279,9 +266,6 @@ func (b *bridge) json() string {
 }
 
 func (s *Server) createBridge(w http.ResponseWriter, id, typ string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.media.init()
 	if typ != "" && typ != "mixing" {
 		writeMsg(w, http.StatusBadRequest, "the simulator has mixing bridges only")
 		return
@@ -302,9 +286,6 @@ func (s *Server) bridgeEvent(b *bridge, ch *channel, typ string) {
 }
 
 func (s *Server) addChannel(w http.ResponseWriter, id, chans string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.media.init()
 	b := s.media.bridges[id]
 	if b == nil {
 		writeMsg(w, http.StatusNotFound, "Bridge not found")
@@ -357,9 +338,6 @@ func (b *bridge) remove(ch *channel) {
 }
 
 func (s *Server) destroyBridge(w http.ResponseWriter, id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.media.init()
 	b := s.media.bridges[id]
 	if b == nil {
 		writeMsg(w, http.StatusNotFound, "Bridge not found")
@@ -383,9 +361,6 @@ func (s *Server) destroyBridge(w http.ResponseWriter, id string) {
 // (RecordingFinished comes before ChannelDestroyed), its playbacks stop without an
 // event, and it leaves its bridge (ChannelLeftBridge before StasisEnd).
 func (s *Server) leaveMedia(ch *channel) {
-	if s.media.playbacks == nil {
-		return
-	}
 	for _, rec := range s.media.recordings {
 		if rec.ch == ch {
 			s.endRecording(rec)

@@ -161,6 +161,7 @@ func New(cfg Config) *Server {
 		channels:  map[string]*channel{},
 		apps:      map[string]*wsConn{},
 		conns:     map[*wsConn]struct{}{},
+		media:     newMedia(),
 		done:      make(chan struct{}),
 	}
 	for k, v := range cfg.Endpoints {

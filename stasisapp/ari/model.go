@@ -229,6 +229,11 @@ func DecodeEvent(msg []byte) (Event, error) {
 	if err != nil {
 		return nil, err
 	}
+	return decodePeeked(typ, msg)
+}
+
+// decodePeeked is DecodeEvent after the peek, for a reader that peeked already.
+func decodePeeked(typ string, msg []byte) (Event, error) {
 	ev, err := decodeAs(typ, msg)
 	if err != nil || ev.EventType() == typ {
 		return ev, err

@@ -54,12 +54,8 @@ type EventFilter interface {
 	WantsEvent(eventType, channelID string) bool
 }
 
-// unwanted reports whether f refuses msg, peeking at its type and channel id only.
-func unwanted(f EventFilter, msg []byte) bool {
-	typ, err := peekType(msg)
-	if err != nil {
-		return false // DecodeEvent reports it
-	}
+// unwanted reports whether f refuses msg of type typ, peeking at its channel id only.
+func unwanted(f EventFilter, typ string, msg []byte) bool {
 	id := peekChannelID(msg)
 	return id != "" && !f.WantsEvent(typ, id)
 }
@@ -281,11 +277,15 @@ func (c *Client) read(ctx context.Context, conn *websocket.Conn, h Handler, exte
 				}
 				extended = now
 			}
-			if filter != nil && unwanted(filter, msg) {
+			typ, err := peekType(msg)
+			if err == nil && filter != nil && unwanted(filter, typ, msg) {
 				c.skipped.Add(1)
 				continue
 			}
-			ev, err := DecodeEvent(msg)
+			var ev Event
+			if err == nil {
+				ev, err = decodePeeked(typ, msg) // the type is peeked once per frame
+			}
 			if err != nil {
 				n := c.undecodable.Add(1)
 				c.log.Warn("ari websocket: undecodable message skipped", "err", err, "bytes", len(msg), "undecodable_total", n)

@@ -677,7 +677,7 @@ func (k *kitRun) report(ctx context.Context, lat [][]kitSample, sat []loadResult
 type kitCPU struct {
 	asterisk, self time.Duration
 	calls          int
-	known          bool
+	unreadable     bool // some reading failed: the sums are not the whole
 }
 
 // kitCPUSample is a reading of both processes' CPU time.
@@ -690,12 +690,12 @@ func (c *kitCPU) add(from, to kitCPUSample, calls int) {
 	c.asterisk += to.asterisk - from.asterisk
 	c.self += to.self - from.self
 	c.calls += calls
-	c.known = from.ok && to.ok
+	c.unreadable = c.unreadable || !from.ok || !to.ok
 }
 
 // perCall formats CPU per call.
 func (c kitCPU) perCall(d time.Duration) string {
-	if !c.known || c.calls == 0 {
+	if c.unreadable || c.calls == 0 {
 		return "unknown"
 	}
 	return fmtDur(d / time.Duration(c.calls))

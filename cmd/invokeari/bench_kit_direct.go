@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,10 +43,7 @@ func startDirectStasis(ctx context.Context, c *directARI, dialplanContext string
 	u.Scheme = strings.Replace(u.Scheme, "http", "ws", 1)
 	u.Path += "/events"
 	u.RawQuery = url.Values{"app": {c.app}, "subscribeAll": {"false"}}.Encode()
-	h := http.Header{}
-	req, _ := http.NewRequest(http.MethodGet, "http://x", nil)
-	req.SetBasicAuth(c.user, c.pass)
-	h.Set("Authorization", req.Header.Get("Authorization"))
+	h := http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte(c.user+":"+c.pass))}}
 	conn, resp, err := websocket.DefaultDialer.DialContext(ctx, u.String(), h)
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()

@@ -119,7 +119,12 @@ const CallbackHeader = "Invokeari-Callback"
 // WantsCallback reports whether ev asks for a status callback: its request has a
 // callback URL and lists ev's kind.
 func WantsCallback(ev *Event) bool {
-	return ev.Request != nil && ev.Request.Callback != "" && slices.Contains(ev.Request.CallbackEvents, string(ev.Event))
+	return ev.Request != nil && CallbackAsked(ev.Request.Callback, ev.Request.CallbackEvents, ev.Event)
+}
+
+// CallbackAsked is WantsCallback's rule on a request's callback URL and kinds.
+func CallbackAsked(url string, kinds []string, kind Kind) bool {
+	return url != "" && slices.Contains(kinds, string(kind))
 }
 
 // Event is published on invokeari.calls.<id>.<event> (SPEC §3).

@@ -498,7 +498,7 @@ func (d *Deliverer) accept(ctx context.Context, m jetstream.Msg) {
 		_ = m.Ack()
 		return
 	}
-	if ev.Request == nil || ev.Request.Callback == "" || !slices.Contains(ev.Request.CallbackEvents, string(ev.Event)) {
+	if ev.Request == nil || !events.CallbackAsked(ev.Request.Callback, ev.Request.CallbackEvents, ev.Event) {
 		_ = m.Ack()
 		return
 	}

@@ -48,11 +48,12 @@ type kitPlan struct {
 	satWorkers int           // calls in flight per path at saturation (the issue saw Asterisk saturate at 32)
 	satSlice   time.Duration // one saturation slice
 	satRounds  int           // slices per path, interleaved
+	ownRounds  int           // rounds of the own-cores part (K7); 0 skips it
 }
 
 var (
-	fullKitPlan  = kitPlan{rate: 20, rateFor: 20 * time.Second, satWorkers: 32, satSlice: 4 * time.Second, satRounds: 5}
-	quickKitPlan = kitPlan{rate: 20, rateFor: 2 * time.Second, satWorkers: 8, satSlice: time.Second, satRounds: 1}
+	fullKitPlan  = kitPlan{rate: 20, rateFor: 20 * time.Second, satWorkers: 32, satSlice: 4 * time.Second, satRounds: 5, ownRounds: 3}
+	quickKitPlan = kitPlan{rate: 20, rateFor: 2 * time.Second, satWorkers: 8, satSlice: time.Second, satRounds: 1, ownRounds: 1}
 )
 
 // kitPath is one way to originate: direct ARI, the HTTP door or the NATS door.
@@ -60,6 +61,7 @@ type kitPath struct {
 	name   string
 	prefix string // call ids are prefix + 7 digits: one length, see ari.ErrIDPrefixConflict
 	daemon bool
+	floor  bool // a K0 floor: no call behind it
 	send   func(ctx context.Context, id string) error
 	seq    atomic.Int64
 }
@@ -88,13 +90,21 @@ type kitRun struct {
 	ended    map[string]time.Time // call id → its `ended` event delivered from JetStream
 	sent     map[string]time.Time // call id → its `ended` event seen published (core NATS)
 	outcome  map[string]string    // call id → its outcome
-	satFrom  time.Time            // the saturation part, for K5d/K5e
 	astPID   int                  // Asterisk's process, for K6 (0: unknown)
-	satCPU   []kitCPU             // per path: CPU used during its saturation slices
-	satRates [][]float64          // per path: calls/s of each saturation slice, by round
-	satTo    time.Time
+	floors   []*kitPath           // K0: the hop of each door with nothing behind it
 	changed  chan struct{}
 }
+
+// kitSat is one saturation part: per path, every slice's result together, the calls/s
+// of each slice by round, and the CPU used.
+type kitSat struct {
+	res   []loadResult
+	rates [][]float64
+	cpu   []kitCPU
+}
+
+// kitWindow is when the K5 slices ran: frames read inside it are counted.
+type kitWindow struct{ from, to time.Time }
 
 // kitSection runs the real-PBX section with the kit's control script ctl (the script and
 // options such as --dir) on base port base: it starts the kit (and stops it again unless
@@ -210,7 +220,14 @@ func newKitRun(ctx context.Context, b *bench, plan kitPlan, w *wireTimer, e *ben
 		{name: "NATS door", prefix: "kn", daemon: true, send: (&daemonNATS{nc: nc, key: e.apiKey}).originateID},
 	}
 	k.nc = nc
-	return k, func() { k.stasis.stop(); nc.Close(); hc.CloseIdleConnections() }, nil
+	floors, stopFloors, err := startFloors(hc, nc, e.natsURL, e.apiKey)
+	if err != nil {
+		k.stasis.stop()
+		nc.Close()
+		return nil, nil, err
+	}
+	k.floors = floors
+	return k, func() { stopFloors(); k.stasis.stop(); nc.Close(); hc.CloseIdleConnections() }, nil
 }
 
 // watchEnded records every `ended` event the stream stores from now on (deliver =
@@ -316,7 +333,7 @@ func (k *kitRun) send(ctx context.Context, p *kitPath) kitSample {
 	s := kitSample{id: p.nextID(), sent: time.Now()}
 	s.err = p.send(ctx, s.id)
 	s.done = time.Now()
-	if s.err != nil {
+	if s.err != nil && !p.floor {
 		k.mu.Lock()
 		k.failures = append(k.failures, kitFailure{path: p, id: s.id, err: s.err})
 		k.mu.Unlock()
@@ -335,25 +352,35 @@ func (k *kitRun) measure(ctx context.Context) error {
 		return err
 	}
 	k.wire.paused.Store(true)
-	sat, err := k.saturation(ctx)
+	k.b.progress("K2: saturation, %d in flight, %d × %s per path, interleaved", k.plan.satWorkers, k.plan.satRounds, k.plan.satSlice)
+	sat, err := k.saturation(ctx, k.plan.satRounds, "kit-saturation")
 	if err != nil {
 		return err
 	}
 	k.wire.paused.Store(false)
-	if err := k.frameToStored(ctx); err != nil {
+	k.b.progress("K5: websocket frame → ended stored, one saturation slice per door")
+	win, err := k.frameToStored(ctx)
+	if err != nil {
 		return err
 	}
-	k.report(ctx, lat, sat)
+	own, err := k.ownCores(ctx)
+	if err != nil {
+		return err
+	}
+	k.report(ctx, lat, sat, win, own)
 	return nil
 }
 
 // latency: every path at plan.rate calls/s, open loop, interleaved (direct, HTTP, NATS,
 // direct, ...), so machine drift hits all alike.
 func (k *kitRun) latency(ctx context.Context) [][]kitSample {
-	n := len(k.paths)
+	// The floors (K0) take their turns among the paths, at the same rate.
+	paths := append(slices.Clone(k.paths), k.floors...)
+	n := len(paths)
 	total := int(k.plan.rate*k.plan.rateFor.Seconds()) * n
 	tick := time.Duration(float64(time.Second) / (k.plan.rate * float64(n)))
-	k.b.progress("K1: latency, %d calls at %.0f/s per path, %s each way interleaved", total, k.plan.rate, kitEndpoint)
+	k.b.progress("K1: latency, %d requests at %.0f/s per path (%d call paths, %d floors), %s each way interleaved",
+		total, k.plan.rate, len(k.paths), len(k.floors), kitEndpoint)
 	out := make([][]kitSample, n)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -370,7 +397,7 @@ func (k *kitRun) latency(ctx context.Context) [][]kitSample {
 		wg.Add(1)
 		go func() { // one per originate, all joined below
 			defer wg.Done()
-			s := k.send(ctx, k.paths[p])
+			s := k.send(ctx, paths[p])
 			mu.Lock()
 			out[p] = append(out[p], s)
 			mu.Unlock()
@@ -380,38 +407,36 @@ func (k *kitRun) latency(ctx context.Context) [][]kitSample {
 	return out
 }
 
-// saturation: plan.satWorkers in flight on one path at a time, slices interleaved.
-func (k *kitRun) saturation(ctx context.Context) ([]loadResult, error) {
-	k.b.progress("K2: saturation, %d in flight, %d × %s per path, interleaved", k.plan.satWorkers, k.plan.satRounds, k.plan.satSlice)
-	res := make([]loadResult, len(k.paths))
-	k.satCPU = make([]kitCPU, len(k.paths))
-	k.satRates = make([][]float64, len(k.paths))
+// saturation: plan.satWorkers in flight on one path at a time, rounds of one slice per
+// path; each slice is profiled as phase "<phase>-<path>-<round>" when profiles are asked for.
+func (k *kitRun) saturation(ctx context.Context, rounds int, phase string) (kitSat, error) {
+	sat := kitSat{res: make([]loadResult, len(k.paths)), cpu: make([]kitCPU, len(k.paths)), rates: make([][]float64, len(k.paths))}
 	// A warm-up slice per path, not counted: the first slices after the latency part
 	// ran slower on every path (connections, JetStream's blocks, Asterisk's caches).
 	for _, p := range k.paths {
 		k.slice(ctx, p)
 		if err := k.settle(ctx); err != nil {
-			return nil, err
+			return sat, err
 		}
 	}
-	for round := range k.plan.satRounds {
+	for round := range rounds {
 		for i, p := range k.paths {
 			cpu0 := k.cpuNow()
 			var r loadResult
 			load := func() error { r = k.slice(ctx, p); return nil }
 			// Each slice under its own profile, when profiles are asked for (pprof merges them).
-			if err := k.b.phase(fmt.Sprintf("kit-saturation-%s-%d", strings.ReplaceAll(p.name, " ", "-"), round+1), load); err != nil {
-				return nil, err
+			if err := k.b.phase(fmt.Sprintf("%s-%s-%d", phase, strings.ReplaceAll(p.name, " ", "-"), round+1), load); err != nil {
+				return sat, err
 			}
-			res[i].add(r)
-			k.satRates[i] = append(k.satRates[i], r.rate())
+			sat.res[i].add(r)
+			sat.rates[i] = append(sat.rates[i], r.rate())
 			if err := k.settle(ctx); err != nil {
-				return nil, err
+				return sat, err
 			}
-			k.satCPU[i].add(cpu0, k.cpuNow(), r.ok) // after settle: the calls' whole lives
+			sat.cpu[i].add(cpu0, k.cpuNow(), r.ok) // after settle: the calls' whole lives
 		}
 	}
-	return res, nil
+	return sat, nil
 }
 
 // slice runs path p at saturation for one slice.
@@ -428,39 +453,34 @@ func (k *kitRun) slice(ctx context.Context, p *kitPath) loadResult {
 // frameToStored is the K5d/K5e part: one more saturation slice per door, with the
 // wire timer on and the stream watched live, timing each ChannelDestroyed frame to
 // its `ended` event published and stored.
-func (k *kitRun) frameToStored(ctx context.Context) error {
-	k.b.progress("K5: websocket frame → ended stored, one saturation slice per door")
+func (k *kitRun) frameToStored(ctx context.Context) (kitWindow, error) {
 	stop, err := k.watchEnded(ctx, jetstream.DeliverNewPolicy, true)
 	if err != nil {
-		return fmt.Errorf("watch ended events: %w", err)
+		return kitWindow{}, fmt.Errorf("watch ended events: %w", err)
 	}
 	defer stop()
-	k.mu.Lock()
-	k.satFrom = time.Now()
-	k.mu.Unlock()
+	win := kitWindow{from: time.Now()}
 	for _, p := range k.paths {
 		if !p.daemon {
 			continue
 		}
 		k.slice(ctx, p)
 		if err := k.settle(ctx); err != nil {
-			return err
+			return win, err
 		}
 	}
-	k.mu.Lock()
-	k.satTo = time.Now()
-	k.mu.Unlock()
+	win.to = time.Now()
 	// The slices' last ended events: wait for them while the watch is still on.
 	var ids []string
 	k.wire.mu.Lock()
 	for id, at := range k.wire.destroyed {
-		if !at.Before(k.satFrom) && !strings.Contains(id, ".") { // not a Local ;2 half
+		if !at.Before(win.from) && !at.After(win.to) && !strings.Contains(id, ".") { // not a Local ;2 half
 			ids = append(ids, id)
 		}
 	}
 	k.wire.mu.Unlock()
 	k.waitEnded(ctx, ids, 30*time.Second)
-	return nil
+	return win, nil
 }
 
 // settle waits until Asterisk has no channel left, so the next slice starts alike. It
@@ -529,7 +549,7 @@ func (k *kitRun) waitEnded(ctx context.Context, ids []string, limit time.Duratio
 }
 
 // report writes the K rows.
-func (k *kitRun) report(ctx context.Context, lat [][]kitSample, sat []loadResult) {
+func (k *kitRun) report(ctx context.Context, lat [][]kitSample, sat kitSat, win kitWindow, own kitOwnCores) {
 	b := k.b
 	okLat := func(ss []kitSample) (ds []time.Duration) {
 		for _, s := range ss {
@@ -551,24 +571,21 @@ func (k *kitRun) report(ctx context.Context, lat [][]kitSample, sat []loadResult
 			Target:   "≤ +" + fmtDur(targetKitP99Extra),
 			Measured: fmt.Sprintf("%+.2f ms (%s vs %s)", ms(p99-d99), fmtDur(p99), fmtDur(d99)), Verdict: check(float64(p99-d99), float64(targetKitP99Extra), true)})
 	}
+	for i, f := range k.floors {
+		ds := okLat(lat[len(k.paths)+i])
+		b.row(benchRow{ID: fmt.Sprintf("K0%c", 'a'+i), What: fmt.Sprintf("same run, the floor under K1: %s, p50 / p99", f.name),
+			Target: "reported", Measured: fmt.Sprintf("%s / %s (%d of %d answered)", fmtDur(percentile(ds, 50)), fmtDur(percentile(ds, 99)), len(ds), len(lat[len(k.paths)+i])),
+			Verdict: verdictInfo})
+	}
 	for i, p := range k.paths[1:] {
-		// The ratio of each round's slices (run back to back), then their median: the
-		// kit's own pace drifts between rounds by more than the difference measured.
-		var ratios []float64
-		for j, d := range k.satRates[0] {
-			if j < len(k.satRates[i+1]) {
-				ratios = append(ratios, ratioF(k.satRates[i+1][j], d))
-			}
-		}
-		r := median(ratios)
+		r, ratios := sat.ratio(i + 1)
 		b.row(benchRow{ID: fmt.Sprintf("K2%c", 'a'+i), What: fmt.Sprintf("saturation throughput, %d in flight: %s ÷ direct ARI, median of %d interleaved rounds", k.plan.satWorkers, p.name, len(ratios)),
-			Target: fmt.Sprintf("≥ %.1f", targetKitThroughput),
-			Measured: fmt.Sprintf("%.2f (rounds %s; all slices %.0f/s vs %.0f/s; p99 %s vs %s)", r, fmtRatios(ratios), sat[i+1].rate(), sat[0].rate(),
-				fmtDur(percentile(sat[i+1].lat, 99)), fmtDur(percentile(sat[0].lat, 99))),
-			Verdict: check(r, targetKitThroughput, false)})
+			Target:   fmt.Sprintf("≥ %.1f", targetKitThroughput),
+			Measured: sat.describe(i+1, r, ratios),
+			Verdict:  check(r, targetKitThroughput, false)})
 	}
 	for i, p := range k.paths {
-		c := k.satCPU[i]
+		c := sat.cpu[i]
 		b.row(benchRow{ID: fmt.Sprintf("K6%c", 'a'+i), What: fmt.Sprintf("CPU per call at saturation, %s: Asterisk / this process (bench client%s)", p.name,
 			map[bool]string{true: ", daemon, embedded NATS", false: ", its Stasis app"}[p.daemon]),
 			Target: "reported", Measured: fmt.Sprintf("%s / %s (%d calls)", c.perCall(c.asterisk), c.perCall(c.self), c.calls), Verdict: verdictInfo})
@@ -645,8 +662,8 @@ func (k *kitRun) report(ctx context.Context, lat [][]kitSample, sat []loadResult
 	b.row(benchRow{ID: "K5c", What: "same calls: Asterisk's own time, POST /channels on the wire → its reply read, p50 / p99",
 		Target: "reported", Measured: fmt.Sprintf("%s / %s", fmtDur(percentile(ast, 50)), fmtDur(percentile(ast, 99))), Verdict: verdictInfo})
 	k.mu.Lock()
-	stored := k.wire.frameTo(k.ended, k.satFrom, k.satTo)
-	sent := k.wire.frameTo(k.sent, k.satFrom, k.satTo)
+	stored := k.wire.frameTo(k.ended, win.from, win.to)
+	sent := k.wire.frameTo(k.sent, win.from, win.to)
 	k.mu.Unlock()
 	p99 := percentile(stored, 99)
 	b.row(benchRow{ID: "K5d", What: "at saturation: websocket frame ChannelDestroyed read → the call's `ended` event stored in JetStream (delivered to a consumer), p99",
@@ -655,6 +672,7 @@ func (k *kitRun) report(ctx context.Context, lat [][]kitSample, sat []loadResult
 	b.row(benchRow{ID: "K5e", What: "same calls: frame read → the `ended` event received by NATS (before its ack), p50 / p99",
 		Target: "reported", Measured: fmt.Sprintf("%s / %s (%d calls)", fmtDur(percentile(sent, 50)), fmtDur(percentile(sent, 99)), len(sent)),
 		Verdict: verdictInfo})
+	k.reportOwnCores(own)
 	b.notes = append(b.notes, fmt.Sprintf("**K real PBX**: Asterisk 22.10.1 of the kit (`../shared/asterisk`), endpoint `%s` (answers at once, "+
 		"ends after 1 s), `wait=accepted`, call ids of one length (Asterisk refuses an id that prefixes a live one). Direct ARI = "+
 		"`POST /ari/channels` from the bench's keep-alive client to app `%s`, a minimal Stasis app in the bench process (its own "+
@@ -671,6 +689,25 @@ func (k *kitRun) report(ctx context.Context, lat [][]kitSample, sat []loadResult
 	if e, ok := k.stasis.firstErr.Load().(string); ok {
 		b.notes = append(b.notes, fmt.Sprintf("K direct baseline: first failed continue: %.200s", e))
 	}
+}
+
+// ratio is path i's saturation rate ÷ direct ARI's (path 0): the ratio of each round's
+// slices (run back to back), then their median, since the kit's own pace drifts
+// between rounds by more than the difference measured.
+func (s kitSat) ratio(i int) (float64, []float64) {
+	var ratios []float64
+	for j, d := range s.rates[0] {
+		if j < len(s.rates[i]) {
+			ratios = append(ratios, ratioF(s.rates[i][j], d))
+		}
+	}
+	return median(ratios), ratios
+}
+
+// describe is the measured text of a saturation row of path i.
+func (s kitSat) describe(i int, r float64, ratios []float64) string {
+	return fmt.Sprintf("%.2f (rounds %s; all slices %.0f/s vs %.0f/s; p99 %s vs %s)", r, fmtRatios(ratios), s.res[i].rate(), s.res[0].rate(),
+		fmtDur(percentile(s.res[i].lat, 99)), fmtDur(percentile(s.res[0].lat, 99)))
 }
 
 // kitCPU is CPU time used while one path ran at saturation, until Asterisk was idle again.

@@ -5,7 +5,10 @@ import (
 	"context"
 	"net/url"
 	"os"
+	"os/exec"
+	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -37,8 +40,25 @@ func TestRealPBXDoorsNoFalseFailure(t *testing.T) {
 		t.Fatalf("kit section: %v\n%s", err, tail(logs.String(), 4000))
 	}
 	found := 0
+	_, tasksetErr := exec.LookPath("taskset")
+	wantOwnCores := runtime.GOOS == "linux" && tasksetErr == nil && runtime.NumCPU() >= 2
 	for _, r := range b.rows {
 		switch r.ID {
+		case "K0a", "K0b": // the floors under K1: every probe answered
+			found++
+			m := answered.FindStringSubmatch(r.Measured)
+			if m == nil || m[1] != m[2] || m[1] == "0" {
+				t.Errorf("%s %s: %s", r.ID, r.What, r.Measured)
+			}
+		case "K7a", "K7b": // own cores: measured wherever taskset can pin
+			found++
+			if !strings.HasPrefix(r.Measured, "0.") && !strings.HasPrefix(r.Measured, "1.") {
+				t.Errorf("%s %s: %s", r.ID, r.What, r.Measured)
+			}
+		case "K7":
+			if wantOwnCores {
+				t.Errorf("own cores not run although taskset and %d CPUs are here: %s", runtime.NumCPU(), r.Measured)
+			}
 		case "K3", "K4a":
 			found++
 			if r.Verdict != verdictPass {
@@ -51,8 +71,8 @@ func TestRealPBXDoorsNoFalseFailure(t *testing.T) {
 			}
 		}
 	}
-	if found != 5 {
-		t.Fatalf("rows K3, K4a and K6a-c not reported:\n%s", out.String())
+	if want := map[bool]int{true: 9, false: 7}[wantOwnCores]; found != want {
+		t.Fatalf("rows K0a-b, K3, K4a, K6a-c (and K7a-b) not reported (%d of %d):\n%s", found, want, out.String())
 	}
 	// The direct baseline is a Stasis app that continued its calls like the daemon does.
 	notes := strings.Join(b.notes, "\n")
@@ -60,6 +80,26 @@ func TestRealPBXDoorsNoFalseFailure(t *testing.T) {
 		t.Errorf("the direct baseline's Stasis app did not continue its calls:\n%s", notes)
 	}
 	t.Log("\n" + out.String())
+}
+
+var answered = regexp.MustCompile(`\((\d+) of (\d+) answered\)`)
+
+func TestMaskCPUs(t *testing.T) {
+	for _, tt := range []struct {
+		mask string
+		want []int
+	}{
+		{"3", []int{0, 1}},
+		{"1", []int{0}},
+		{"a", []int{1, 3}},
+		{"f0", []int{4, 5, 6, 7}},
+		{"1,00000001", []int{0, 32}},
+		{"xyz", nil},
+	} {
+		if got := maskCPUs(tt.mask); !slices.Equal(got, tt.want) {
+			t.Errorf("maskCPUs(%q) = %v, want %v", tt.mask, got, tt.want)
+		}
+	}
 }
 
 func TestMedian(t *testing.T) {

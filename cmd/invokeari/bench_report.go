@@ -190,4 +190,7 @@ func writeReport(w io.Writer, m machineInfo, rows []benchRow, notes []string, to
 	fmt.Fprintln(w, "its rows are differences or ratios against direct ARI measured in the same interleaved run. With `-profiles` it writes")
 	fmt.Fprintln(w, "`cpu-kit-latency.pprof` and one `cpu-kit-saturation-<path>-<round>.pprof` per throughput slice (`go tool pprof` merges")
 	fmt.Fprintln(w, "several). Rows K6 put the daemon's CPU per call next to Asterisk's: on a machine the two share, K2 is about their sum.")
+	fmt.Fprintln(w, "Rows K0 are the floor under K1: the one request/reply hop a door adds to direct ARI, timed with nothing behind it, so")
+	fmt.Fprintln(w, "K1 = K0 + the daemon's own work. Rows K7 repeat K2 and K5d with Asterisk and this process pinned to separate CPUs")
+	fmt.Fprintln(w, "(`taskset`, restored after), the way to run the daemon next to a PBX it must not slow down; profiles `cpu-kit-own-cores-*`.")
 }

@@ -37,3 +37,21 @@ func BenchmarkRegistrySave(b *testing.B) {
 		r.Forget(c.ID)
 	}
 }
+
+// BenchmarkRegistryEndedLookup times the idempotency look-up of a new id (a JetStream
+// request for the last message on invokeari.calls.<id>.ended, finding none), which a
+// caller's own id pays on the way to POST /channels once ended calls left memory.
+func BenchmarkRegistryEndedLookup(b *testing.B) {
+	_, js := setup(b)
+	r, err := events.OpenRegistry(b.Context(), js, events.RegistryConfig{Owner: "bench", MaxAge: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	i := 0
+	for b.Loop() {
+		i++
+		if _, _, found, err := r.Ended(b.Context(), fmt.Sprintf("new%d", i)); err != nil || found {
+			b.Fatalf("look-up of a new id: found=%v, %v", found, err)
+		}
+	}
+}

@@ -26,7 +26,7 @@ type registryEnv struct {
 
 // startRegistryApp runs that App until the test ends; cfg gives App options (Servers,
 // Publisher and Store are set here).
-func startRegistryApp(tb testing.TB, eps map[string]sim.Behavior, cfg stasisapp.Config) *registryEnv {
+func startRegistryApp(tb testing.TB, eps map[string]sim.Behavior, cfg stasisapp.Config, wrap ...func(stasisapp.Store) stasisapp.Store) *registryEnv {
 	tb.Helper()
 	s := sim.New(sim.Config{Username: "u", Password: "p", Endpoints: eps, Contexts: map[string][]string{"confirmcode": {"s"}}})
 	if err := s.Start(context.Background()); err != nil {
@@ -50,6 +50,9 @@ func startRegistryApp(tb testing.TB, eps map[string]sim.Behavior, cfg stasisapp.
 	}
 	cfg.Servers = []stasisapp.Server{{Name: "pbx", AppName: "regapp", ARI: c}}
 	cfg.Publisher, cfg.Store = pub, reg
+	for _, w := range wrap {
+		cfg.Store = w(cfg.Store)
+	}
 	app, err := stasisapp.New(cfg)
 	if err != nil {
 		tb.Fatal(err)

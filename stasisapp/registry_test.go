@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,6 +49,53 @@ func TestEvictedEndedCallLookedUp(t *testing.T) {
 		calls, err := e.reg.Load(ctx, "pbx", "regapp")
 		return err == nil && len(calls) == 0
 	})
+}
+
+// lookupCounter is a Store that counts idempotency look-ups (Ended).
+type lookupCounter struct {
+	stasisapp.Store
+	n atomic.Int32
+}
+
+func (s *lookupCounter) Ended(ctx context.Context, id string) (events.Event, string, bool, error) {
+	s.n.Add(1)
+	return s.Store.Ended(ctx, id)
+}
+
+// A generated id cannot repeat an earlier call: it is dialled without a look-up in the
+// stream, while a caller's own id is still looked up once ended calls left memory.
+func TestGeneratedIDNotLookedUp(t *testing.T) {
+	counter := &lookupCounter{}
+	e := startRegistryApp(t, map[string]sim.Behavior{"PJSIP/busy": {Result: sim.Busy}}, stasisapp.Config{MaxFinished: 1},
+		func(s stasisapp.Store) stasisapp.Store { counter.Store = s; return counter })
+	ctx := context.Background()
+	for i := range 3 { // the first two leave memory: look-ups are on from here
+		if _, err := e.app.Originate(ctx, req(fmt.Sprintf("gl-%d", i), "PJSIP/busy", 10*time.Second, stasisapp.WaitEnd)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := counter.n.Load()
+	fresh := req("0123456789abcdef0123456789abcdef", "PJSIP/busy", 10*time.Second, stasisapp.WaitEnd)
+	fresh.FreshID = true
+	if res, err := e.app.Originate(ctx, fresh); err != nil || res.Call.Outcome != events.Busy {
+		t.Fatalf("generated id: %+v, %v", res.Call, err)
+	}
+	if n := counter.n.Load() - before; n != 0 {
+		t.Errorf("a generated id was looked up %d times; want 0", n)
+	}
+	if _, err := e.app.Originate(ctx, req("gl-new", "PJSIP/busy", 10*time.Second, stasisapp.WaitEnd)); err != nil {
+		t.Fatal(err)
+	}
+	if n := counter.n.Load() - before; n != 1 {
+		t.Errorf("a caller's new id was looked up %d times; want 1", n)
+	}
+	res, err := e.app.Originate(ctx, req("gl-0", "PJSIP/busy", 10*time.Second, stasisapp.WaitAccepted))
+	if err != nil || !res.Replayed {
+		t.Errorf("repeat of an evicted caller's id: %+v, %v; want the ended call, replayed", res.Call, err)
+	}
+	if n := e.sim.Originates(); n != 5 {
+		t.Errorf("simulator saw %d originates; want 5", n)
+	}
 }
 
 // gatedStore is a Store whose Load waits for release: the previous run's calls are

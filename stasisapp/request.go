@@ -26,7 +26,11 @@ const (
 // Request is one validated originate command. The front doors build it; nothing in it
 // is a secret except Dynamic's credentials, which are never persisted or published.
 type Request struct {
-	ID        string            // call id = ARI channel id; chosen by the caller or generated
+	ID string // call id = ARI channel id; chosen by the caller or generated
+	// FreshID says the door generated ID (128 random bits), so it cannot repeat an
+	// earlier call: no idempotency look-up in the event stream is made for it. Only a
+	// caller's own id can be a repeat of a call this daemon no longer holds in memory.
+	FreshID   bool              `json:"-"`
 	Server    string            // configured Asterisk name
 	Endpoint  string            // TECH/resource
 	Context   string            // where the answered call continues

@@ -44,6 +44,10 @@ func FuzzDecodeBody(f *testing.F) {
 		if e != nil {
 			t.Fatalf("accepted request does not re-validate: %v\n%+v", e, req)
 		}
+		if again.FreshID {
+			t.Fatalf("a caller's id %q was taken as generated", again.ID)
+		}
+		again.FreshID = req.FreshID // an id the door generated comes back as the caller's own
 		if !reflect.DeepEqual(again, req) {
 			t.Fatalf("re-validation changed the request:\n%+v\n%+v", req, again)
 		}

@@ -292,7 +292,7 @@ func (g *Gate) Build(p *Principal, f Fields) (stasisapp.Request, *Error) {
 
 	req.ID = f.ID
 	if req.ID == "" {
-		req.ID = NewID()
+		req.ID, req.FreshID = NewID(), true
 	}
 	req.Key = p.Name
 	return req, nil

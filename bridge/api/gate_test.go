@@ -185,7 +185,7 @@ func TestBuildResult(t *testing.T) {
 				if !reID.MatchString(got.ID) || len(got.ID) != 32 {
 					t.Errorf("generated id %q is not 32 hex digits", got.ID)
 				}
-				tt.want.ID = got.ID
+				tt.want.ID, tt.want.FreshID = got.ID, true
 			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Build =\n%+v\nwant\n%+v", got, tt.want)

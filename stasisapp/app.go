@@ -144,9 +144,12 @@ type App struct {
 	// finishedHead on are live, unless finished no longer holds that id.
 	finishedOrder []finishedEntry
 	finishedHead  int
-	// lookupUntil: until then a new id may be an ended call this App does not hold
-	// (ended before its start, or evicted), so it is looked up in the Store.
-	lookupUntil time.Time
+	// historyUntil: until then a new id may be a call that ended before this App
+	// started, so every new id is looked up in the Store.
+	historyUntil time.Time
+	// evicted holds the ids MaxFinished pushed out of finished, until they expire: a
+	// new id it may hold is looked up in the Store.
+	evicted *idFilter
 
 	resumed chan struct{} // closed once the previous run's calls are in the table
 
@@ -232,6 +235,7 @@ func New(cfg Config) (*App, error) {
 		links:    make(map[string]*link, len(cfg.Servers)),
 		active:   make(map[string]*tracked),
 		finished: make(map[string]*tracked),
+		evicted:  newIDFilter(),
 		resumed:  make(chan struct{}),
 	}
 	if cfg.Cluster != nil {
@@ -585,7 +589,7 @@ func (a *App) register(ctx context.Context, req Request) (t *tracked, existing b
 	fp := fingerprint(req)
 	a.mu.Lock()
 	t, existing, err = a.registered(req.ID, fp)
-	lookup := !existing && err == nil && !req.FreshID && a.cfg.Store != nil && time.Now().Before(a.lookupUntil)
+	lookup := !existing && err == nil && !req.FreshID && a.cfg.Store != nil && a.mayBeEndedLocked(req.ID, time.Now())
 	a.mu.Unlock()
 	if existing || err != nil {
 		return t, existing, err
@@ -613,6 +617,12 @@ func (a *App) register(ctx context.Context, req Request) (t *tracked, existing b
 	t = newTracked(req, fp)
 	a.active[req.ID] = t
 	return t, false, nil
+}
+
+// mayBeEndedLocked reports whether id may be a call that ended within its retention and
+// is no longer held in memory; a.mu must be held.
+func (a *App) mayBeEndedLocked(id string, now time.Time) bool {
+	return now.Before(a.historyUntil) || a.evicted.mayHold(id, now)
 }
 
 // registered returns the call id holds (in flight or recently ended); a.mu must be held.

@@ -96,8 +96,8 @@ func (a *App) resume(ctx context.Context) error {
 	if found {
 		until := last.Add(a.cfg.Retention) // ended calls of earlier runs are at most this old
 		a.mu.Lock()
-		if until.After(a.lookupUntil) {
-			a.lookupUntil = until
+		if until.After(a.historyUntil) {
+			a.historyUntil = until
 		}
 		a.mu.Unlock()
 	}
@@ -257,8 +257,8 @@ func (a *App) addFinishedLocked(t *tracked) {
 	a.finishedOrder = append(a.finishedOrder, finishedEntry{id: t.req.ID, t: t})
 	for len(a.finished) > a.cfg.MaxFinished && a.finishedHead < len(a.finishedOrder) {
 		e := a.popFinishedLocked()
-		if a.cfg.Store != nil && e.t.expires.After(a.lookupUntil) {
-			a.lookupUntil = e.t.expires
+		if a.cfg.Store != nil {
+			a.evicted.add(e.id, e.t.expires, time.Now())
 		}
 	}
 }

@@ -405,6 +405,65 @@ func (r *Registry) LastEventTime(ctx context.Context) (at time.Time, found bool,
 	return info.State.LastTime, true, nil
 }
 
+// EndedIDs calls fn, oldest first, with the call id and storage time (the server's
+// clock) of every `ended` event stored since since, up to the last message the stream
+// held when it began. It reads headers only
+// (the id is in the subject), one batch at a time: about 40 bytes per call on the wire,
+// so a restart can learn the ended calls of the retention without holding their events.
+func (r *Registry) EndedIDs(ctx context.Context, since time.Time, fn func(id string, at time.Time)) (n int, err error) {
+	sinfo, err := r.calls.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: ended ids: %w", StreamName, err)
+	}
+	last := sinfo.State.LastSeq
+	cons, err := r.calls.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{SubjectPrefix + ".*." + string(Ended)},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy, OptStartTime: &since,
+		HeadersOnly: true,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: ended ids: %w", StreamName, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: ended ids: %w", StreamName, err)
+	}
+	if info.NumPending == 0 {
+		return 0, nil
+	}
+	// Messages pulls ahead of the loop (up to 4096 held), so reading is not paced by one
+	// round trip per batch.
+	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: ended ids: %w", StreamName, err)
+	}
+	defer it.Stop()
+	for {
+		// Each message within 10 s (they are there: the stream held them when it began).
+		nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		m, err := it.Next(jetstream.NextContext(nctx))
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return n, ctx.Err()
+			}
+			return n, fmt.Errorf("stream %s: ended ids: %d read: %w", StreamName, n, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return n, fmt.Errorf("stream %s: ended ids: %w", StreamName, err)
+		}
+		if md.Sequence.Stream > last {
+			return n, nil // stored after it began: the caller knows those calls
+		}
+		fn(strings.TrimSuffix(strings.TrimPrefix(m.Subject(), SubjectPrefix+"."), "."+string(Ended)), md.Timestamp)
+		n++
+		if md.NumPending == 0 || md.Sequence.Stream == last {
+			return n, nil
+		}
+	}
+}
+
 // LegacyCallBucket is the KV bucket where daemons before the registry kept every call
 // (in flight and ended) for restarts.
 const LegacyCallBucket = "INVOKEARI_CALL_STATE"

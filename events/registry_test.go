@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"testing"
 	"time"
 
@@ -284,5 +285,53 @@ func TestRegistryMigrateLegacy(t *testing.T) {
 	}
 	if moved, err := r.MigrateLegacy(t.Context()); err != nil || moved != 0 {
 		t.Errorf("second MigrateLegacy = %d, %v; want nothing to do", moved, err)
+	}
+}
+
+// EndedIDs lists the ids of the `ended` events stored since a time, and only those:
+// not other events, not older ended events, not those stored after it began.
+func TestRegistryEndedIDs(t *testing.T) {
+	_, js := setup(t)
+	r := openRegistry(t, js, "host-a")
+	pub := func(id string, k events.Kind) {
+		t.Helper()
+		if _, err := js.Publish(t.Context(), events.Subject(id, k), []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub("old", events.Ended)
+	st, err := js.Stream(t.Context(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := info.State.LastTime.Add(time.Nanosecond) // after "old" was stored
+	want := map[string]bool{}
+	for i := range 2500 { // more than one fetch batch
+		id := fmt.Sprintf("e%04d", i)
+		pub(id, events.Initiated)
+		pub(id, events.Ended)
+		want[id] = true
+	}
+	got := map[string]bool{}
+	n, err := r.EndedIDs(t.Context(), since, func(id string, at time.Time) {
+		if got[id] {
+			t.Errorf("id %s listed twice", id)
+		}
+		if at.Before(since) {
+			t.Errorf("id %s stored at %s, before %s", id, at, since)
+		}
+		got[id] = true
+	})
+	if err != nil || n != len(want) || !maps.Equal(got, want) {
+		t.Fatalf("EndedIDs: %d ids (%d distinct), %v; want the %d ended since %s", n, len(got), err, len(want), since)
+	}
+	// Nothing stored since then: nothing listed, at once.
+	n, err = r.EndedIDs(t.Context(), time.Now().Add(time.Second), func(string, time.Time) {})
+	if err != nil || n != 0 {
+		t.Fatalf("EndedIDs with nothing since: %d, %v", n, err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,15 +26,29 @@ type registryEnv struct {
 }
 
 // startRegistryApp runs that App until the test ends; cfg gives App options (Servers,
-// Publisher and Store are set here).
+// Publisher and Store are set here), wrap wraps the Store.
 func startRegistryApp(tb testing.TB, eps map[string]sim.Behavior, cfg stasisapp.Config, wrap ...func(stasisapp.Store) stasisapp.Store) *registryEnv {
+	tb.Helper()
+	e, stop := runRegistryApp(tb, startRegistrySim(tb, eps), natstest.Start(tb), cfg, wrap...)
+	tb.Cleanup(stop)
+	return e
+}
+
+// startRegistrySim starts the simulator of a registryEnv until the test ends.
+func startRegistrySim(tb testing.TB, eps map[string]sim.Behavior) *sim.Server {
 	tb.Helper()
 	s := sim.New(sim.Config{Username: "u", Password: "p", Endpoints: eps, Contexts: map[string][]string{"confirmcode": {"s"}}})
 	if err := s.Start(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = s.Close() })
-	ns := natstest.Start(tb)
+	return s
+}
+
+// runRegistryApp runs an App on simulator s and nats-server ns until stop (safe to call
+// twice); another App run later on the same pair is a restarted daemon.
+func runRegistryApp(tb testing.TB, s *sim.Server, ns *natstest.Server, cfg stasisapp.Config, wrap ...func(stasisapp.Store) stasisapp.Store) (*registryEnv, func()) {
+	tb.Helper()
 	_, js := ns.Connect(tb)
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := events.EnsureStream(ctx, js, time.Hour); err != nil {
@@ -61,22 +76,26 @@ func startRegistryApp(tb testing.TB, eps map[string]sim.Behavior, cfg stasisapp.
 	go func() { done <- pub.Run(ctx) }()
 	go func() { done <- reg.Run(ctx) }()
 	go func() { done <- app.Run(ctx) }()
-	tb.Cleanup(func() {
-		cancel()
-		for range 3 {
-			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-				tb.Errorf("Run: %v", err)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			for range 3 {
+				if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+					tb.Errorf("Run: %v", err)
+				}
 			}
-		}
-	})
+		})
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for !app.Status()[0].Connected {
 		if time.Now().After(deadline) {
+			stop()
 			tb.Fatal("link not connected within 10s")
 		}
 		<-time.After(10 * time.Millisecond) // polling pace under a deadline
 	}
-	return &registryEnv{sim: s, app: app, pub: pub, reg: reg}
+	return &registryEnv{sim: s, app: app, pub: pub, reg: reg}, stop
 }
 
 // BenchmarkOriginateAccepted times one wait=accepted originate at a time through an App

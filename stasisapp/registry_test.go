@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/invokeari/invokeari/events"
+	"github.com/invokeari/invokeari/events/natstest"
 	"github.com/invokeari/invokeari/stasisapp"
 	"github.com/invokeari/invokeari/stasisapp/ari"
 	"github.com/invokeari/invokeari/stasisapp/sim"
@@ -60,6 +62,85 @@ type lookupCounter struct {
 func (s *lookupCounter) Ended(ctx context.Context, id string) (events.Event, string, bool, error) {
 	s.n.Add(1)
 	return s.Store.Ended(ctx, id)
+}
+
+// EndedIDs passes the wrapped Store's list through, so the App learns with the counter in place.
+func (s *lookupCounter) EndedIDs(ctx context.Context, since time.Time, fn func(id string, at time.Time)) (int, error) {
+	l, ok := s.Store.(interface {
+		EndedIDs(ctx context.Context, since time.Time, fn func(id string, at time.Time)) (int, error)
+	})
+	if !ok {
+		return 0, errors.New("the wrapped Store lists no ended ids")
+	}
+	return l.EndedIDs(ctx, since, fn)
+}
+
+// logSignal is a slog handler that closes ch when a record whose message starts with
+// prefix is logged.
+type logSignal struct {
+	prefix string
+	once   *sync.Once
+	ch     chan struct{}
+}
+
+func (h logSignal) Enabled(context.Context, slog.Level) bool { return true }
+func (h logSignal) Handle(_ context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, h.prefix) {
+		h.once.Do(func() { close(h.ch) })
+	}
+	return nil
+}
+func (h logSignal) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h logSignal) WithGroup(string) slog.Handler      { return h }
+
+// After a restart the App reads the ids of the calls that ended within the retention
+// (headers only, in the background). Until then every new caller id is looked up; from
+// then on a new caller id is not, and a repeat of an earlier call still is, and found.
+func TestRestartLearnsEndedIDs(t *testing.T) {
+	s := startRegistrySim(t, map[string]sim.Behavior{"PJSIP/busy": {Result: sim.Busy}})
+	ns := natstest.Start(t)
+	ctx := context.Background()
+	first, stop := runRegistryApp(t, s, ns, stasisapp.Config{})
+	for i := range 3 {
+		if _, err := first.app.Originate(ctx, req(fmt.Sprintf("before-%d", i), "PJSIP/busy", 10*time.Second, stasisapp.WaitEnd)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := first.pub.Flush(fctx); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+
+	counter := &lookupCounter{}
+	learnt := make(chan struct{})
+	logger := slog.New(logSignal{prefix: "ended calls of the previous run learnt", once: &sync.Once{}, ch: learnt})
+	e, stop := runRegistryApp(t, s, ns, stasisapp.Config{Logger: logger},
+		func(st stasisapp.Store) stasisapp.Store { counter.Store = st; return counter })
+	defer stop()
+	select {
+	case <-learnt:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the restarted App did not learn the ended calls within 30s")
+	}
+	before := counter.n.Load()
+	if _, err := e.app.Originate(ctx, req("after-restart", "PJSIP/busy", 10*time.Second, stasisapp.WaitEnd)); err != nil {
+		t.Fatal(err)
+	}
+	if n := counter.n.Load() - before; n != 0 {
+		t.Errorf("a new caller id after learning was looked up %d times; want 0", n)
+	}
+	res, err := e.app.Originate(ctx, req("before-1", "PJSIP/busy", 10*time.Second, stasisapp.WaitAccepted))
+	if err != nil || !res.Replayed || res.Call.Outcome != events.Busy {
+		t.Errorf("repeat of a call ended before the restart: %+v, %v; want it replayed, busy", res.Call, err)
+	}
+	if n := counter.n.Load() - before; n != 1 {
+		t.Errorf("look-ups after the repeat: %d; want 1", n)
+	}
+	if n := s.Originates(); n != 4 {
+		t.Errorf("simulator saw %d originates; want 4 (no repeat dialled)", n)
+	}
 }
 
 // Once ended calls left memory (MaxFinished), only an id that may be one of them is

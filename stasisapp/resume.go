@@ -56,6 +56,57 @@ func newKinds(changes []Change, last events.Kind) []Change {
 	return kept
 }
 
+// endedLister is a Store that lists the ids of ended calls (events.Registry).
+type endedLister interface {
+	EndedIDs(ctx context.Context, since time.Time, fn func(id string, at time.Time)) (int, error)
+}
+
+// learnSkew is how far the NATS server's clock may be from the daemon's for
+// learnHistory (NTP keeps them well within it; the embedded server shares ours).
+const learnSkew = time.Minute
+
+// learnHistory spares new caller ids the look-up after a restart: it reads the ids of
+// the calls that ended within the retention before this start into the evicted-id
+// filter (2 bytes each), then ends the look-up of every new id (historyUntil). Until
+// it is done, and if it fails, every new caller id is looked up as before. In cluster
+// mode it does not run: other daemons' calls end while it reads, and only the look-up
+// sees those.
+func (a *App) learnHistory(ctx context.Context, l endedLister, until time.Time) {
+	began := time.Now()
+	var ids []string
+	var ats []time.Time
+	flush := func() {
+		a.mu.Lock()
+		for i, id := range ids {
+			a.evicted.add(id, ats[i].Add(a.cfg.Retention), began)
+		}
+		a.mu.Unlock()
+		ids, ats = ids[:0], ats[:0]
+	}
+	// An `ended` stored at t belongs to a call that ended by t: held until t + Retention
+	// it is held at least as long as its idempotency lasts. Storage times are the NATS
+	// server's clock: learnSkew on both ends covers a server clock that differs from ours.
+	n, err := l.EndedIDs(ctx, began.Add(-a.cfg.Retention-learnSkew), func(id string, at time.Time) {
+		ids, ats = append(ids, id), append(ats, at.Add(learnSkew))
+		if len(ids) == 1000 {
+			flush()
+		}
+	})
+	flush()
+	if err != nil {
+		a.log.Warn("ended calls of the previous run not learnt; every new caller id is looked up until their retention ends",
+			"until", until, "err", err)
+		return
+	}
+	a.mu.Lock()
+	if a.historyUntil.Equal(until) {
+		a.historyUntil = time.Time{}
+	}
+	a.mu.Unlock()
+	a.log.Info("ended calls of the previous run learnt; a new caller id is looked up only when it may repeat one",
+		"calls", n, "took", time.Since(began).Round(time.Millisecond))
+}
+
 // resumeDone reports whether the previous run's calls are in the table.
 func (a *App) resumeDone() bool {
 	select {
@@ -100,6 +151,9 @@ func (a *App) resume(ctx context.Context) error {
 			a.historyUntil = until
 		}
 		a.mu.Unlock()
+		if l, ok := a.cfg.Store.(endedLister); ok && a.cfg.Cluster == nil {
+			a.background(func(ctx context.Context) { a.learnHistory(ctx, l, until) })
+		}
 	}
 	var stored []events.StoredCall
 	for _, name := range a.names {

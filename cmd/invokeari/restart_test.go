@@ -94,6 +94,11 @@ func restartWithHistory(t *testing.T, e *faultEnv, busy callKind, other string, 
 		t.Errorf("restart with %d ended calls took %s; want ≤ %s\n%s", ended, took, restartLimit, e.current().tail())
 	}
 
+	// In the background the daemon learns the ids of the ended calls (a Bloom filter),
+	// and then looks up only a new id that may repeat one: the repeats below must still
+	// be found.
+	t.Logf("learnt: %s", e.current().waitLog(t, "ended calls of the previous run learnt", time.Minute))
+
 	var dialsBefore map[string]int
 	if dials != nil {
 		dialsBefore = dials()
@@ -149,6 +154,25 @@ func restartWithHistory(t *testing.T, e *faultEnv, busy callKind, other string, 
 	}
 	if r := e.raced(); r != "" {
 		t.Fatalf("data race in the daemon:\n%s", r)
+	}
+}
+
+// waitLog waits until the process's logs contain s and returns the line holding it.
+func (p *childProc) waitLog(t *testing.T, s string, limit time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		for _, f := range []string{p.errPath, p.logPath} {
+			data, _ := os.ReadFile(f)
+			if i := bytes.Index(data, []byte(s)); i >= 0 {
+				line, _, _ := bytes.Cut(data[i:], []byte("\n"))
+				return string(line)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%q not logged within %s\n%s", s, limit, p.tail())
+		}
+		<-time.After(50 * time.Millisecond) // polling pace under the deadline
 	}
 }
 

@@ -28,7 +28,7 @@ const (
 	targetEventsPerSec  = 100_000 // ARI events/s on one core
 	targetEventP99      = time.Millisecond
 	targetBytesPerCall  = 4096
-	benchBudget         = 5 * time.Minute
+	benchBudget         = 10 * time.Minute
 )
 
 // benchPlan sizes a run; quickPlan is for smoke tests of the bench itself.

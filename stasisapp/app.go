@@ -581,10 +581,10 @@ func (a *App) closeIdleLinks(now time.Time, active []*tracked) {
 // register claims the call id before anything is sent to Asterisk, so no early event can
 // miss its call. An id already in use returns that call (idempotent repeat) or a conflict.
 // An id this App does not hold may be a call that ended before this App started (or
-// one evicted from memory): while that is possible it is looked up in the Store, unless
-// the door generated it (req.FreshID): that look-up is a JetStream request on the way
-// to POST /channels, paid by every call with a caller's id once ended calls have left
-// memory (after a restart, or past MaxFinished).
+// one evicted from memory): while that is possible (mayBeEndedLocked) it is looked up
+// in the Store. The look-up is a JetStream request on the way to POST /channels, so it
+// is skipped for an id the door generated (req.FreshID) and for one the evicted-id
+// filter does not hold.
 func (a *App) register(ctx context.Context, req Request) (t *tracked, existing bool, err error) {
 	fp := fingerprint(req)
 	a.mu.Lock()

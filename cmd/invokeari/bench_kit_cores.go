@@ -66,11 +66,15 @@ func (k *kitRun) ownCores(ctx context.Context) (own kitOwnCores, err error) {
 			err = fmt.Errorf("restore CPU affinity: %w", rerr)
 		}
 	}()
-	if err := setAffinity(ctx, taskset, k.astPID, astCPUs, true); err != nil {
-		return own, err
+	// A machine that refuses the pinning (a container without CAP_SYS_NICE for another
+	// user's process, say) skips the part, saying why, as it does without taskset.
+	if perr := setAffinity(ctx, taskset, k.astPID, astCPUs, true); perr != nil {
+		own.skipped = perr.Error()
+		return own, nil
 	}
-	if err := setAffinity(ctx, taskset, self, selfCPUs, true); err != nil {
-		return own, err
+	if perr := setAffinity(ctx, taskset, self, selfCPUs, true); perr != nil {
+		own.skipped = perr.Error()
+		return own, nil
 	}
 	k.wire.paused.Store(true)
 	own.sat, err = k.saturation(ctx, k.plan.ownRounds, "kit-own-cores")

@@ -290,12 +290,21 @@ func TestRunTwiceRefused(t *testing.T) {
 	_, js := setup(t)
 	p := events.NewPublisher(js, events.PublisherConfig{})
 	run(t, p)
-	// Run's goroutine may not have started yet: wait until a second Run is refused.
-	waitFor(t, 5*time.Second, "second Run refused", func() bool {
-		ctx, cancel := context.WithCancel(t.Context())
-		cancel()
-		return errors.Is(p.Run(ctx), events.ErrRunning)
-	})
+	// An event acknowledged proves the first Run is in progress. (A second Run tried
+	// before it started would take the publisher itself and make the first one fail.)
+	if err := p.Publish(t.Context(), testEvent("twice", 1)); err != nil {
+		t.Fatal(err)
+	}
+	fctx, fcancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer fcancel()
+	if err := p.Flush(fctx); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := p.Run(ctx); !errors.Is(err, events.ErrRunning) {
+		t.Fatalf("second Run = %v, want ErrRunning", err)
+	}
 }
 
 func TestPublishInvalidSubject(t *testing.T) {

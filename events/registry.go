@@ -407,9 +407,9 @@ func (r *Registry) LastEventTime(ctx context.Context) (at time.Time, found bool,
 
 // EndedIDs calls fn, oldest first, with the call id and storage time (the server's
 // clock) of every `ended` event stored since since, up to the last message the stream
-// held when it began. It reads headers only
-// (the id is in the subject), one batch at a time: about 40 bytes per call on the wire,
-// so a restart can learn the ended calls of the retention without holding their events.
+// held when it began. It reads headers only (the id is in the subject): about 40 bytes
+// per call on the wire, so a restart learns the ended calls of the retention without
+// holding their events.
 func (r *Registry) EndedIDs(ctx context.Context, since time.Time, fn func(id string, at time.Time)) (n int, err error) {
 	sinfo, err := r.calls.Info(ctx)
 	if err != nil {

@@ -39,8 +39,7 @@ func (f *idFilter) add(id string, expires, now time.Time) {
 	b := f.blocks[len(f.blocks)-1]
 	h1, h2 := f.hash(id)
 	for i := range uint32(filterHashes) {
-		bit := (h1 + i*h2) % filterBlockBits
-		b.bits[bit/64] |= 1 << (bit % 64)
+		b.set(h1 + i*h2)
 	}
 	b.n++
 	if expires.After(b.until) {
@@ -55,23 +54,35 @@ func (f *idFilter) mayHold(id string, now time.Time) bool {
 		return false
 	}
 	h1, h2 := f.hash(id)
-blocks:
 	for _, b := range f.blocks {
-		for i := range uint32(filterHashes) {
-			bit := (h1 + i*h2) % filterBlockBits
-			if b.bits[bit/64]&(1<<(bit%64)) == 0 {
-				continue blocks
-			}
+		if b.holds(h1, h2) {
+			return true
 		}
-		return true
 	}
 	return false
+}
+
+// set sets the block's bit for hash position h.
+func (b *filterBlock) set(h uint32) {
+	h %= filterBlockBits
+	b.bits[h/64] |= 1 << (h % 64)
+}
+
+// holds reports whether every bit of the id hashed to h1, h2 is set.
+func (b *filterBlock) holds(h1, h2 uint32) bool {
+	for i := range uint32(filterHashes) {
+		h := (h1 + i*h2) % filterBlockBits
+		if b.bits[h/64]&(1<<(h%64)) == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // drop forgets the oldest blocks whose ids have all expired.
 func (f *idFilter) drop(now time.Time) {
 	n := 0
-	for n < len(f.blocks) && now.After(f.blocks[n].until) && f.blocks[n].n > 0 {
+	for n < len(f.blocks) && now.After(f.blocks[n].until) {
 		n++
 	}
 	if n > 0 {

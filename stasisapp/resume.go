@@ -73,22 +73,25 @@ const learnSkew = time.Minute
 // sees those.
 func (a *App) learnHistory(ctx context.Context, l endedLister, until time.Time) {
 	began := time.Now()
-	var ids []string
-	var ats []time.Time
+	type held struct {
+		id    string
+		until time.Time
+	}
+	var batch []held
 	flush := func() {
 		a.mu.Lock()
-		for i, id := range ids {
-			a.evicted.add(id, ats[i].Add(a.cfg.Retention), began)
+		for _, h := range batch {
+			a.evicted.add(h.id, h.until, began)
 		}
 		a.mu.Unlock()
-		ids, ats = ids[:0], ats[:0]
+		batch = batch[:0]
 	}
 	// An `ended` stored at t belongs to a call that ended by t: held until t + Retention
 	// it is held at least as long as its idempotency lasts. Storage times are the NATS
 	// server's clock: learnSkew on both ends covers a server clock that differs from ours.
 	n, err := l.EndedIDs(ctx, began.Add(-a.cfg.Retention-learnSkew), func(id string, at time.Time) {
-		ids, ats = append(ids, id), append(ats, at.Add(learnSkew))
-		if len(ids) == 1000 {
+		batch = append(batch, held{id, at.Add(a.cfg.Retention + learnSkew)})
+		if len(batch) == 1000 {
 			flush()
 		}
 	})

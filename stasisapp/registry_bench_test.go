@@ -34,6 +34,23 @@ func startRegistryApp(tb testing.TB, eps map[string]sim.Behavior, cfg stasisapp.
 	return e
 }
 
+// endBusyCalls places calls prefix-0 … prefix-(n-1) to PJSIP/busy, each to its end, and
+// waits until their events are stored.
+func (e *registryEnv) endBusyCalls(tb testing.TB, prefix string, n int) {
+	tb.Helper()
+	ctx := context.Background()
+	for i := range n {
+		if _, err := e.app.Originate(ctx, req(fmt.Sprintf("%s-%d", prefix, i), "PJSIP/busy", 10*time.Second, stasisapp.WaitEnd)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := e.pub.Flush(fctx); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 // startRegistrySim starts the simulator of a registryEnv until the test ends.
 func startRegistrySim(tb testing.TB, eps map[string]sim.Behavior) *sim.Server {
 	tb.Helper()

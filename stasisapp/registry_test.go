@@ -24,16 +24,7 @@ import (
 func TestEvictedEndedCallLookedUp(t *testing.T) {
 	e := startRegistryApp(t, map[string]sim.Behavior{"PJSIP/busy": {Result: sim.Busy}}, stasisapp.Config{MaxFinished: 2})
 	ctx := context.Background()
-	for i := range 5 {
-		if _, err := e.app.Originate(ctx, req(fmt.Sprintf("ev-%d", i), "PJSIP/busy", 10*time.Second, stasisapp.WaitEnd)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := e.pub.Flush(fctx); err != nil {
-		t.Fatal(err)
-	}
+	e.endBusyCalls(t, "ev", 5)
 	res, err := e.app.Originate(ctx, req("ev-0", "PJSIP/busy", 10*time.Second, stasisapp.WaitAccepted))
 	if err != nil || !res.Replayed || res.Call.ID != "ev-0" || res.Call.Outcome != events.Busy {
 		t.Fatalf("repeat of an evicted id: %+v, %v; want the ended busy call, replayed", res.Call, err)
@@ -101,16 +92,7 @@ func TestRestartLearnsEndedIDs(t *testing.T) {
 	ns := natstest.Start(t)
 	ctx := context.Background()
 	first, stop := runRegistryApp(t, s, ns, stasisapp.Config{})
-	for i := range 3 {
-		if _, err := first.app.Originate(ctx, req(fmt.Sprintf("before-%d", i), "PJSIP/busy", 10*time.Second, stasisapp.WaitEnd)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := first.pub.Flush(fctx); err != nil {
-		t.Fatal(err)
-	}
+	first.endBusyCalls(t, "before", 3)
 	stop()
 
 	counter := &lookupCounter{}
@@ -151,11 +133,7 @@ func TestOnlyEvictedIDsLookedUp(t *testing.T) {
 	e := startRegistryApp(t, map[string]sim.Behavior{"PJSIP/busy": {Result: sim.Busy}}, stasisapp.Config{MaxFinished: 1},
 		func(s stasisapp.Store) stasisapp.Store { counter.Store = s; return counter })
 	ctx := context.Background()
-	for i := range 3 { // the first two leave memory: look-ups are on from here
-		if _, err := e.app.Originate(ctx, req(fmt.Sprintf("gl-%d", i), "PJSIP/busy", 10*time.Second, stasisapp.WaitEnd)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e.endBusyCalls(t, "gl", 3) // the first two leave memory: look-ups are on from here
 	before := counter.n.Load()
 	fresh := req("0123456789abcdef0123456789abcdef", "PJSIP/busy", 10*time.Second, stasisapp.WaitEnd)
 	fresh.FreshID = true

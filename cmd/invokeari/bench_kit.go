@@ -588,7 +588,7 @@ func (k *kitRun) report(ctx context.Context, lat [][]kitSample, sat kitSat, win 
 		c := sat.cpu[i]
 		b.row(benchRow{ID: fmt.Sprintf("K6%c", 'a'+i), What: fmt.Sprintf("CPU per call at saturation, %s: Asterisk / this process (bench client%s)", p.name,
 			map[bool]string{true: ", daemon, embedded NATS", false: ", its Stasis app"}[p.daemon]),
-			Target: "reported", Measured: fmt.Sprintf("%s / %s (%d calls)", c.perCall(c.asterisk), c.perCall(c.self), c.calls), Verdict: verdictInfo})
+			Target: "reported", Measured: c.String(), Verdict: verdictInfo})
 	}
 
 	// Every call a door accepted must end with its true outcome in the stream.
@@ -667,7 +667,7 @@ func (k *kitRun) report(ctx context.Context, lat [][]kitSample, sat kitSat, win 
 	k.mu.Unlock()
 	p99 := percentile(stored, 99)
 	b.row(benchRow{ID: "K5d", What: "at saturation: websocket frame ChannelDestroyed read → the call's `ended` event stored in JetStream (delivered to a consumer), p99",
-		Target: "≤ " + fmtDur(targetKitFrameToAck), Measured: fmt.Sprintf("%s (p50 %s; %d calls)", fmtDur(p99), fmtDur(percentile(stored, 50)), len(stored)),
+		Target: "≤ " + fmtDur(targetKitFrameToAck), Measured: fmtTail(stored),
 		Verdict: check(float64(p99), float64(targetKitFrameToAck), true)})
 	b.row(benchRow{ID: "K5e", What: "same calls: frame read → the `ended` event received by NATS (before its ack), p50 / p99",
 		Target: "reported", Measured: fmt.Sprintf("%s / %s (%d calls)", fmtDur(percentile(sent, 50)), fmtDur(percentile(sent, 99)), len(sent)),
@@ -728,6 +728,16 @@ func (c *kitCPU) add(from, to kitCPUSample, calls int) {
 	c.self += to.self - from.self
 	c.calls += calls
 	c.unreadable = c.unreadable || !from.ok || !to.ok
+}
+
+// String is a CPU row's text: Asterisk's and this process's CPU per call.
+func (c kitCPU) String() string {
+	return fmt.Sprintf("%s / %s (%d calls)", c.perCall(c.asterisk), c.perCall(c.self), c.calls)
+}
+
+// fmtTail is a K5d-style row's text: p99, then p50 and the count.
+func fmtTail(ds []time.Duration) string {
+	return fmt.Sprintf("%s (p50 %s; %d calls)", fmtDur(percentile(ds, 99)), fmtDur(percentile(ds, 50)), len(ds))
 }
 
 // perCall formats CPU per call.

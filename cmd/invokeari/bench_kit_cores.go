@@ -155,10 +155,10 @@ func (k *kitRun) reportOwnCores(own kitOwnCores) {
 	stored := k.wire.frameTo(k.ended, own.win.from, own.win.to)
 	k.mu.Unlock()
 	b.row(benchRow{ID: "K7c", What: "own cores: K5d again (websocket frame ChannelDestroyed read → `ended` stored), p99",
-		Target: "reported", Measured: fmt.Sprintf("%s (p50 %s; %d calls)", fmtDur(percentile(stored, 99)), fmtDur(percentile(stored, 50)), len(stored)), Verdict: verdictInfo})
+		Target: "reported", Measured: fmtTail(stored), Verdict: verdictInfo})
 	for i, p := range k.paths {
 		c := own.sat.cpu[i]
 		b.row(benchRow{ID: fmt.Sprintf("K7%c", 'd'+i), What: fmt.Sprintf("own cores: CPU per call, %s: Asterisk / this process", p.name),
-			Target: "reported", Measured: fmt.Sprintf("%s / %s (%d calls)", c.perCall(c.asterisk), c.perCall(c.self), c.calls), Verdict: verdictInfo})
+			Target: "reported", Measured: c.String(), Verdict: verdictInfo})
 	}
 }

@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -63,29 +60,12 @@ func startFloors(hc *http.Client, nc *nats.Conn, natsURL, key string) (floors []
 		<-served
 		return nil, nil, fmt.Errorf("floor responder: %w", err)
 	}
-	httpURL := "http://" + ln.Addr().String() + "/v2/invokeARI"
+	door := &daemonHTTP{hc: hc, url: "http://" + ln.Addr().String() + "/v2/invokeARI", key: key}
 	floors = []*kitPath{
 		{name: "one loopback HTTP request/reply to a trivial server in this process (parses the form, answers a fixed envelope)", floor: true,
-			send: func(ctx context.Context, id string) error {
-				return (&daemonHTTP{hc: hc, url: httpURL, key: key}).post(ctx, url.Values{"d": {kitEndpoint}, "c": {kitContext}, "e": {"s"},
-					"t": {"30"}, "wait": {"accepted"}, "id": {id}})
-			}},
+			send: door.originateID}, // the HTTP door's own request, sent to the trivial server
 		{name: "one core NATS request/reply through the embedded server to a trivial responder in this process", floor: true,
-			send: func(ctx context.Context, id string) error {
-				m := nats.NewMsg(floorSubject)
-				m.Data = []byte(`{"d":"` + kitEndpoint + `","id":"` + id + `"}`)
-				m.Header.Set("X-API-Key", key)
-				rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				defer cancel()
-				r, err := nc.RequestMsgWithContext(rctx, m)
-				if err != nil {
-					return err
-				}
-				if !bytes.Contains(r.Data, successMark) {
-					return errors.New("floor responder: unexpected reply")
-				}
-				return nil
-			}},
+			send: (&daemonNATS{nc: nc, key: key, subject: floorSubject}).originateID}, // the NATS door's own request
 	}
 	for i, f := range floors {
 		f.prefix = fmt.Sprintf("f%c", 'h'+i)

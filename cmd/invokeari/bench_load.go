@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -200,8 +201,9 @@ func doBench(hc *http.Client, req *http.Request, mark []byte) error {
 
 // daemonNATS originates through invokeari's NATS door with request/reply.
 type daemonNATS struct {
-	nc  *nats.Conn
-	key string
+	nc      *nats.Conn
+	key     string
+	subject string // "" = natsdoor.Subject
 }
 
 func (c *daemonNATS) originate(endpoint, wait string, timeoutSec int) (originateFunc, error) {
@@ -215,7 +217,7 @@ func (c *daemonNATS) originate(endpoint, wait string, timeoutSec int) (originate
 
 // request sends one originate request body and checks it succeeded.
 func (c *daemonNATS) request(ctx context.Context, body []byte) error {
-	m := nats.NewMsg(natsdoor.Subject)
+	m := nats.NewMsg(cmp.Or(c.subject, natsdoor.Subject))
 	m.Data = body
 	m.Header.Set("X-API-Key", c.key)
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)

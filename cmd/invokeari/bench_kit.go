@@ -351,13 +351,11 @@ func (k *kitRun) measure(ctx context.Context) error {
 	if err := k.settle(ctx); err != nil {
 		return err
 	}
-	k.wire.paused.Store(true)
 	k.b.progress("K2: saturation, %d in flight, %d × %s per path, interleaved", k.plan.satWorkers, k.plan.satRounds, k.plan.satSlice)
 	sat, err := k.saturation(ctx, k.plan.satRounds, "kit-saturation")
 	if err != nil {
 		return err
 	}
-	k.wire.paused.Store(false)
 	k.b.progress("K5: websocket frame → ended stored, one saturation slice per door")
 	win, err := k.frameToStored(ctx)
 	if err != nil {
@@ -410,6 +408,9 @@ func (k *kitRun) latency(ctx context.Context) [][]kitSample {
 // saturation: plan.satWorkers in flight on one path at a time, rounds of one slice per
 // path; each slice is profiled as phase "<phase>-<path>-<round>" when profiles are asked for.
 func (k *kitRun) saturation(ctx context.Context, rounds int, phase string) (kitSat, error) {
+	// The bench's instruments take CPU from what they measure: the wire timer rests.
+	k.wire.paused.Store(true)
+	defer k.wire.paused.Store(false)
 	sat := kitSat{res: make([]loadResult, len(k.paths)), cpu: make([]kitCPU, len(k.paths)), rates: make([][]float64, len(k.paths))}
 	// A warm-up slice per path, not counted: the first slices after the latency part
 	// ran slower on every path (connections, JetStream's blocks, Asterisk's caches).

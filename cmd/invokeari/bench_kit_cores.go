@@ -76,9 +76,7 @@ func (k *kitRun) ownCores(ctx context.Context) (own kitOwnCores, err error) {
 		own.skipped = perr.Error()
 		return own, nil
 	}
-	k.wire.paused.Store(true)
 	own.sat, err = k.saturation(ctx, k.plan.ownRounds, "kit-own-cores")
-	k.wire.paused.Store(false)
 	if err != nil {
 		return own, err
 	}
